@@ -1,0 +1,324 @@
+//! Cluster metadata: which topics exist, their partitions, ids and configs.
+//!
+//! Shard 0 is the only writer: every change is made there, saved to
+//! `<data-dir>/meta/cluster.json` (write to a temporary file, fsync, rename,
+//! fsync the directory) and then sent to every shard as a new immutable
+//! snapshot with a higher revision. Shards ignore snapshots older than the one
+//! they hold. A snapshot is shared read-only between threads through `Arc`;
+//! nothing in it is ever mutated in place.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::BrokerConfig;
+use crate::error::{Error, Result};
+use crate::ids::{PartitionId, ShardId, TopicId};
+
+/// Longest topic name Kafka accepts.
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+/// Most partitions one topic may have on this node.
+pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionMeta {
+    /// The shard recorded at creation; the owner is this modulo the shard count.
+    pub shard: ShardId,
+    pub leader_epoch: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicMeta {
+    pub name: String,
+    pub id: TopicId,
+    pub partitions: Vec<PartitionMeta>,
+    /// Configs set on the topic itself (dynamic topic configs).
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMeta {
+    pub revision: u64,
+    pub topics: BTreeMap<String, TopicMeta>,
+}
+
+impl ClusterMeta {
+    pub fn topic(&self, name: &str) -> Option<&TopicMeta> {
+        self.topics.get(name)
+    }
+
+    pub fn topic_by_id(&self, id: TopicId) -> Option<&TopicMeta> {
+        self.topics.values().find(|t| t.id == id)
+    }
+}
+
+/// Why a topic name is illegal, or `None` if it is legal.
+pub fn topic_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        return Some("topic name is empty");
+    }
+    if name == "." || name == ".." {
+        return Some("topic name cannot be '.' or '..'");
+    }
+    if name.len() > TOPIC_NAME_BYTES_MAX {
+        return Some("topic name is longer than 249 characters");
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+        return Some("topic name has characters other than ASCII alphanumerics, '.', '_' and '-'");
+    }
+    None
+}
+
+/// The shard that owns a partition, given the shard recorded at creation.
+///
+/// A pure function of its inputs, so every shard routes alike; taking the
+/// remainder keeps partitions placed when a node restarts with fewer shards.
+pub fn owner(recorded: ShardId, shard_count: usize) -> ShardId {
+    assert!(shard_count > 0, "a node has a shard");
+    ShardId((recorded.0 as usize % shard_count) as u16)
+}
+
+/// Shards for partitions `first..first + count` of a new topic or new partitions.
+///
+/// Consecutive partitions go to consecutive shards, starting at a shard chosen
+/// by a stable hash of the topic name, so topics spread over all shards.
+pub fn place(topic: &str, first: i32, count: i32, shard_count: usize) -> Vec<ShardId> {
+    assert!(shard_count > 0 && shard_count <= u16::MAX as usize, "shard count fits a ShardId");
+    let start = (fnv1a(topic.as_bytes()) % shard_count as u64) as usize;
+    (first..first + count).map(|p| ShardId(((start + p as usize) % shard_count) as u16)).collect()
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The directory of one partition's log, named as Kafka names it.
+pub fn partition_dir(data_dir: &Path, topic: &str, partition: PartitionId) -> PathBuf {
+    data_dir.join(format!("{topic}-{}", partition.0))
+}
+
+/// Where cluster metadata lives on disk.
+pub struct MetadataStore {
+    path: PathBuf,
+}
+
+impl MetadataStore {
+    pub fn new(data_dir: &Path) -> MetadataStore {
+        MetadataStore { path: data_dir.join("meta").join("cluster.json") }
+    }
+
+    /// Loads the saved metadata, or an empty one at revision 0.
+    ///
+    /// Blocks the reactor: startup only.
+    pub fn load(&self) -> Result<ClusterMeta> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|source| Error::MetadataFormat { path: self.path.clone(), source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ClusterMeta::default()),
+            Err(source) => Err(Error::Io { op: "read metadata", path: self.path.clone(), source }),
+        }
+    }
+
+    /// Saves `meta` atomically: a crash leaves either the old or the new file.
+    ///
+    /// Blocks the reactor on file I/O and fsync: admin paths only (topic
+    /// creation and deletion), never produce or fetch.
+    pub fn save(&self, meta: &ClusterMeta) -> Result<()> {
+        let dir = self.path.parent().expect("metadata path has a directory");
+        let io = |op: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Io { op, path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io("create metadata dir", dir))?;
+        let tmp = self.path.with_extension("json.tmp");
+        let bytes = serde_json::to_vec_pretty(meta)
+            .map_err(|source| Error::MetadataFormat { path: tmp.clone(), source })?;
+        let mut file = std::fs::File::create(&tmp).map_err(io("create metadata", &tmp))?;
+        file.write_all(&bytes).map_err(io("write metadata", &tmp))?;
+        file.sync_all().map_err(io("fsync metadata", &tmp))?;
+        std::fs::rename(&tmp, &self.path).map_err(io("rename metadata", &self.path))?;
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io("fsync metadata dir", dir))?;
+        Ok(())
+    }
+}
+
+/// The kind of value a topic config holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigKind {
+    Long { min: i64 },
+    Int { min: i32 },
+    Double,
+    Choice(&'static [&'static str]),
+}
+
+/// A topic config Sluice knows: its name, kind and the broker default.
+pub struct ConfigDef {
+    pub name: &'static str,
+    pub kind: ConfigKind,
+    pub default: fn(&BrokerConfig) -> String,
+    pub doc: &'static str,
+}
+
+/// Every topic config accepted by CreateTopics and shown by DescribeConfigs.
+pub const TOPIC_CONFIGS: &[ConfigDef] = &[
+    ConfigDef {
+        name: "cleanup.policy",
+        kind: ConfigKind::Choice(&["delete", "compact", "compact,delete", "delete,compact"]),
+        default: |_| "delete".into(),
+        doc: "How old segments are removed: deleted by retention, or compacted by key.",
+    },
+    ConfigDef {
+        name: "compression.type",
+        kind: ConfigKind::Choice(&["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"]),
+        default: |_| "producer".into(),
+        doc: "Batches are stored as the producer compressed them.",
+    },
+    ConfigDef {
+        name: "delete.retention.ms",
+        kind: ConfigKind::Long { min: 0 },
+        default: |_| "86400000".into(),
+        doc: "How long tombstones are kept in a compacted topic.",
+    },
+    ConfigDef {
+        name: "flush.messages",
+        kind: ConfigKind::Long { min: 1 },
+        default: |_| i64::MAX.to_string(),
+        doc: "Records between forced fdatasyncs of the log.",
+    },
+    ConfigDef {
+        name: "flush.ms",
+        kind: ConfigKind::Long { min: 0 },
+        default: |_| i64::MAX.to_string(),
+        doc: "Milliseconds between forced fdatasyncs of the log.",
+    },
+    ConfigDef {
+        name: "index.interval.bytes",
+        kind: ConfigKind::Int { min: 0 },
+        default: |b| b.log_index_interval_bytes.to_string(),
+        doc: "Bytes between entries of the sparse offset and time indexes.",
+    },
+    ConfigDef {
+        name: "max.message.bytes",
+        kind: ConfigKind::Int { min: 0 },
+        default: |b| b.message_max_bytes.to_string(),
+        doc: "The largest record batch accepted.",
+    },
+    ConfigDef {
+        name: "message.timestamp.type",
+        kind: ConfigKind::Choice(&["CreateTime"]),
+        default: |_| "CreateTime".into(),
+        doc: "Records keep the timestamp the producer set.",
+    },
+    ConfigDef {
+        name: "min.cleanable.dirty.ratio",
+        kind: ConfigKind::Double,
+        default: |_| "0.5".into(),
+        doc: "Share of a compacted log that must be uncleaned before it is cleaned.",
+    },
+    ConfigDef {
+        name: "min.insync.replicas",
+        kind: ConfigKind::Int { min: 1 },
+        default: |_| "1".into(),
+        doc: "Replicas that must have a batch before an acks=all produce succeeds.",
+    },
+    ConfigDef {
+        name: "retention.bytes",
+        kind: ConfigKind::Long { min: -1 },
+        default: |_| "-1".into(),
+        doc: "Bytes a partition keeps before its oldest segments are deleted; -1 for no limit.",
+    },
+    ConfigDef {
+        name: "retention.ms",
+        kind: ConfigKind::Long { min: -1 },
+        default: |_| "604800000".into(),
+        doc: "Milliseconds a segment is kept after its newest record; -1 for no limit.",
+    },
+    ConfigDef {
+        name: "segment.bytes",
+        kind: ConfigKind::Int { min: 14 },
+        default: |b| b.log_segment_bytes.to_string(),
+        doc: "Bytes after which a segment is closed and a new one started.",
+    },
+    ConfigDef {
+        name: "segment.ms",
+        kind: ConfigKind::Long { min: 1 },
+        default: |_| "604800000".into(),
+        doc: "Milliseconds after which a segment is closed and a new one started.",
+    },
+];
+
+pub fn topic_config_def(name: &str) -> Option<&'static ConfigDef> {
+    TOPIC_CONFIGS.iter().find(|d| d.name == name)
+}
+
+/// Why a topic config value is not acceptable, or `None` if it is.
+pub fn topic_config_problem(name: &str, value: &str) -> Option<String> {
+    let Some(def) = topic_config_def(name) else {
+        return Some(format!("unknown topic config {name}"));
+    };
+    let ok = match def.kind {
+        ConfigKind::Long { min } => value.parse::<i64>().is_ok_and(|v| v >= min),
+        ConfigKind::Int { min } => value.parse::<i32>().is_ok_and(|v| v >= min),
+        ConfigKind::Double => value.parse::<f64>().is_ok_and(|v| (0.0..=1.0).contains(&v)),
+        ConfigKind::Choice(options) => options.contains(&value),
+    };
+    if ok {
+        None
+    } else {
+        Some(format!("invalid value {value:?} for topic config {name}"))
+    }
+}
+
+/// The value of a topic config in effect: the topic's own or the broker default.
+pub fn effective_config(topic: &TopicMeta, broker: &BrokerConfig, name: &str) -> Option<String> {
+    let def = topic_config_def(name)?;
+    Some(topic.configs.get(name).cloned().unwrap_or_else(|| (def.default)(broker)))
+}
+
+/// The storage settings of a topic's partitions.
+pub fn log_config(topic: &TopicMeta, broker: &BrokerConfig) -> sluice_engine::LogConfig {
+    let get = |name: &str| effective_config(topic, broker, name).expect("known config");
+    let parse_u64 = |name: &str, fallback: u64| get(name).parse::<u64>().unwrap_or(fallback);
+    let defaults = sluice_engine::LogConfig::default();
+    sluice_engine::LogConfig {
+        segment_bytes: parse_u64("segment.bytes", defaults.segment_bytes).clamp(4096, u32::MAX as u64),
+        index_interval_bytes: parse_u64("index.interval.bytes", defaults.index_interval_bytes),
+        message_bytes_max: parse_u64("max.message.bytes", defaults.message_bytes_max as u64) as usize,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        assert_eq!(topic_name_problem("logs.app-1_x"), None);
+        assert!(topic_name_problem("").is_some());
+        assert!(topic_name_problem(".").is_some());
+        assert!(topic_name_problem("..").is_some());
+        assert!(topic_name_problem("a b").is_some());
+        assert!(topic_name_problem("é").is_some());
+        assert_eq!(topic_name_problem(&"a".repeat(249)), None);
+        assert!(topic_name_problem(&"a".repeat(250)).is_some());
+    }
+
+    #[test]
+    fn placement_is_balanced_and_stable() {
+        let shards = place("events", 0, 8, 4);
+        assert_eq!(shards, place("events", 0, 8, 4));
+        for s in 0..4u16 {
+            assert_eq!(shards.iter().filter(|x| x.0 == s).count(), 2);
+        }
+        let more = place("events", 8, 4, 4);
+        assert_eq!(more[0], shards[4]);
+        assert_eq!(owner(ShardId(5), 4), ShardId(1));
+    }
+}

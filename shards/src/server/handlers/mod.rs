@@ -1,0 +1,174 @@
+//! One module per Kafka API. Each declares the versions it serves in
+//! `VERSIONS`; [`SUPPORTED`] collects them and is what ApiVersions reports.
+//!
+//! A request for an unknown API, for an API version outside the table (other
+//! than ApiVersions, which answers UNSUPPORTED_VERSION as Kafka does), or whose
+//! body cannot be decoded closes the connection: Kafka does the same, and a
+//! client cannot parse an answer in a version it did not ask for.
+
+pub mod api_versions;
+pub mod create_partitions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod describe_configs;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sluice_wire::frame::{encode_response, RequestFrame};
+use sluice_wire::kafka::messages::{ApiKey, TopicName};
+use sluice_wire::kafka::protocol::{Decodable, StrBytes};
+use sluice_wire::DecodeError;
+
+use crate::ids::ShardId;
+use crate::mesh::{AdminRequest, Failure, NewTopic, ShardRequest, ShardResponse, TopicOutcome};
+use crate::metadata::{topic_name_problem, ClusterMeta};
+use crate::server::error_codes;
+use crate::shard::{Shard, ADMIN_CALL_TIMEOUT};
+
+/// Inclusive range of versions of one API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Versions {
+    pub min: i16,
+    pub max: i16,
+}
+
+/// Every API served, with its versions.
+pub const SUPPORTED: &[(ApiKey, Versions)] = &[
+    (ApiKey::Produce, produce::VERSIONS),
+    (ApiKey::Fetch, fetch::VERSIONS),
+    (ApiKey::ListOffsets, list_offsets::VERSIONS),
+    (ApiKey::Metadata, metadata::VERSIONS),
+    (ApiKey::ApiVersions, api_versions::VERSIONS),
+    (ApiKey::CreateTopics, create_topics::VERSIONS),
+    (ApiKey::DeleteTopics, delete_topics::VERSIONS),
+    (ApiKey::DescribeConfigs, describe_configs::VERSIONS),
+    (ApiKey::CreatePartitions, create_partitions::VERSIONS),
+];
+
+pub fn versions_of(api: ApiKey) -> Option<Versions> {
+    SUPPORTED.iter().find(|(k, _)| *k == api).map(|(_, v)| *v)
+}
+
+/// Why a connection is closed instead of answered.
+#[derive(Debug, thiserror::Error)]
+pub enum Disconnect {
+    #[error("api {api:?} is not served")]
+    UnsupportedApi { api: ApiKey },
+    #[error("api {api:?} version {version} is not served")]
+    UnsupportedVersion { api: ApiKey, version: i16 },
+    #[error(transparent)]
+    Codec(#[from] DecodeError),
+}
+
+/// The facts of the request being served that handlers may need.
+pub struct RequestContext {
+    pub version: i16,
+    pub correlation_id: i32,
+}
+
+fn decode<R: Decodable>(what: &'static str, body: &mut Bytes, version: i16) -> Result<R, Disconnect> {
+    R::decode(body, version).map_err(|e| Disconnect::Codec(DecodeError::malformed(what, e)))
+}
+
+/// Serves one request; `Ok(None)` means no response is sent (acks=0).
+pub async fn dispatch(shard: &Rc<Shard>, request: RequestFrame) -> Result<Option<Bytes>, Disconnect> {
+    let RequestFrame { api_key, api_version, header, mut body } = request;
+    let Some(versions) = versions_of(api_key) else {
+        return Err(Disconnect::UnsupportedApi { api: api_key });
+    };
+    let version = api_version.0;
+    let ctx = RequestContext { version, correlation_id: header.correlation_id };
+    if version < versions.min || version > versions.max {
+        if api_key == ApiKey::ApiVersions {
+            return Ok(Some(api_versions::unsupported_version(ctx.correlation_id)?));
+        }
+        return Err(Disconnect::UnsupportedVersion { api: api_key, version });
+    }
+    macro_rules! serve {
+        ($module:ident, $request:ty) => {{
+            let request: $request = decode(stringify!($request), &mut body, version)?;
+            match $module::handle(shard, &ctx, request).await {
+                Some(response) => Some(encode_response(api_key, api_version, ctx.correlation_id, &response)?),
+                None => None,
+            }
+        }};
+    }
+    use sluice_wire::kafka::messages as m;
+    let response = match api_key {
+        ApiKey::Produce => serve!(produce, m::ProduceRequest),
+        ApiKey::Fetch => serve!(fetch, m::FetchRequest),
+        ApiKey::ListOffsets => serve!(list_offsets, m::ListOffsetsRequest),
+        ApiKey::Metadata => serve!(metadata, m::MetadataRequest),
+        ApiKey::ApiVersions => serve!(api_versions, m::ApiVersionsRequest),
+        ApiKey::CreateTopics => serve!(create_topics, m::CreateTopicsRequest),
+        ApiKey::DeleteTopics => serve!(delete_topics, m::DeleteTopicsRequest),
+        ApiKey::DescribeConfigs => serve!(describe_configs, m::DescribeConfigsRequest),
+        ApiKey::CreatePartitions => serve!(create_partitions, m::CreatePartitionsRequest),
+        other => return Err(Disconnect::UnsupportedApi { api: other }),
+    };
+    Ok(response)
+}
+
+pub fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_owned())
+}
+
+pub fn topic_name(s: &str) -> TopicName {
+    TopicName(str_bytes(s))
+}
+
+/// Sends a topic change to the controller on shard 0 and returns its outcomes;
+/// if shard 0 cannot be reached, every topic fails with the reason.
+pub async fn ask_controller(shard: &Rc<Shard>, request: AdminRequest, names: Vec<String>) -> Vec<TopicOutcome> {
+    match shard.call(ShardId(0), ShardRequest::Admin(request), ADMIN_CALL_TIMEOUT).await {
+        Ok(ShardResponse::Admin(outcomes)) => outcomes,
+        Ok(other) => panic!("admin request answered with {other:?}"),
+        Err(e) => {
+            let code = error_codes::broker(&e);
+            names
+                .into_iter()
+                .map(|name| TopicOutcome { name, result: Err(Failure::new(code, e.to_string())) })
+                .collect()
+        }
+    }
+}
+
+/// Creates the named topics that do not exist yet, if the broker allows
+/// auto-creation and the names are legal; returns the metadata afterwards.
+pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) -> Arc<ClusterMeta> {
+    let meta = shard.meta();
+    if !shard.config.auto_create_topics_enable {
+        return meta;
+    }
+    let missing: Vec<String> = names
+        .into_iter()
+        .filter(|n| meta.topic(n).is_none() && topic_name_problem(n).is_none())
+        .collect();
+    if missing.is_empty() {
+        return meta;
+    }
+    let topics = missing
+        .iter()
+        .map(|name| NewTopic {
+            name: name.clone(),
+            num_partitions: -1,
+            replication_factor: -1,
+            assignments: Vec::new(),
+            configs: Vec::new(),
+        })
+        .collect();
+    for outcome in ask_controller(shard, AdminRequest::CreateTopics { topics, validate_only: false }, missing).await {
+        match outcome.result {
+            Ok(t) => tracing::info!(topic = %t.name, partitions = t.partitions.len(), "auto-created topic"),
+            Err(f) if f.code == sluice_wire::ErrorCode::TOPIC_ALREADY_EXISTS => {}
+            Err(f) => tracing::warn!(topic = %outcome.name, error = %f.message, "auto-creating topic failed"),
+        }
+    }
+    shard.meta()
+}
