@@ -25,14 +25,22 @@ pub enum Error {
     #[error("record batch of {len} bytes exceeds the limit of {limit} bytes")]
     BatchTooLarge { len: usize, limit: usize },
     #[error("offset {requested} is outside [{log_start}, {high_watermark}]")]
-    OffsetOutOfRange { requested: i64, log_start: i64, high_watermark: i64 },
+    OffsetOutOfRange {
+        requested: i64,
+        log_start: i64,
+        high_watermark: i64,
+    },
     #[error("log {0} is offline after an I/O failure")]
     Offline(PathBuf),
 }
 
 impl Error {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
-        Error::Io { op, path: path.into(), source }
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
     }
 
     pub(crate) fn glommio(
@@ -40,6 +48,10 @@ impl Error {
         path: impl Into<PathBuf>,
         source: glommio::GlommioError<()>,
     ) -> Error {
-        Error::Glommio { op, path: path.into(), source }
+        Error::Glommio {
+            op,
+            path: path.into(),
+            source,
+        }
     }
 }

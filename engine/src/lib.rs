@@ -19,6 +19,7 @@
 //!   there, it never panics.
 
 mod batch;
+mod device;
 mod error;
 mod index;
 mod log;
@@ -26,6 +27,7 @@ mod recovery;
 mod segment;
 
 pub use batch::BatchView;
+pub use device::prime_direct_io;
 pub use error::{Error, Result};
 pub use log::{AppendOutcome, Log, LogConfig, ReadOutcome, TimestampLookup};
 

@@ -44,7 +44,11 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { segment_bytes: 1 << 30, index_interval_bytes: 4096, message_bytes_max: 1_048_588 }
+        LogConfig {
+            segment_bytes: 1 << 30,
+            index_interval_bytes: 4096,
+            message_bytes_max: 1_048_588,
+        }
     }
 }
 
@@ -91,10 +95,16 @@ struct State {
 
 impl State {
     fn active(&self) -> &Segment {
-        self.segments.values().next_back().expect("a log always has a segment")
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has a segment")
     }
     fn active_mut(&mut self) -> &mut Segment {
-        self.segments.values_mut().next_back().expect("a log always has a segment")
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has a segment")
     }
 }
 
@@ -109,7 +119,14 @@ pub struct Log {
 enum WritePlan {
     Idle,
     Roll(Offset),
-    Write { batch_count: usize, bytes: usize, file: Rc<DmaFile>, pos: u64, tail: Vec<u8>, block: u64 },
+    Write {
+        batch_count: usize,
+        bytes: usize,
+        file: Rc<DmaFile>,
+        pos: u64,
+        tail: Vec<u8>,
+        block: u64,
+    },
 }
 
 impl Log {
@@ -118,14 +135,24 @@ impl Log {
     /// Blocks the reactor on directory listing and creation: call it at
     /// startup or from admin paths, never from produce or fetch.
     pub async fn open(dir: PathBuf, config: LogConfig) -> Result<Log> {
-        assert!(config.segment_bytes > HEADER_BYTES as u64, "segment.bytes holds a batch");
-        assert!(config.segment_bytes <= u32::MAX as u64, "segment positions fit in u32");
+        assert!(
+            config.segment_bytes > HEADER_BYTES as u64,
+            "segment.bytes holds a batch"
+        );
+        assert!(
+            config.segment_bytes <= u32::MAX as u64,
+            "segment positions fit in u32"
+        );
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create log dir", &dir, e))?;
         let mut bases = Vec::new();
         let entries = std::fs::read_dir(&dir).map_err(|e| Error::io("list log dir", &dir, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| Error::io("list log dir", &dir, e))?;
-            if let Some(base) = entry.file_name().to_str().and_then(segment::parse_file_name) {
+            if let Some(base) = entry
+                .file_name()
+                .to_str()
+                .and_then(segment::parse_file_name)
+            {
                 bases.push(base);
             }
         }
@@ -159,7 +186,11 @@ impl Log {
             segments.insert(base, seg);
         }
         let log_start_offset = *segments.keys().next().expect("one segment");
-        let end = segments.values().next_back().expect("one segment").next_offset;
+        let end = segments
+            .values()
+            .next_back()
+            .expect("one segment")
+            .next_offset;
         let state = State {
             segments,
             pending: VecDeque::new(),
@@ -169,7 +200,12 @@ impl Log {
             log_end_offset: end,
             offline: false,
         };
-        Ok(Log { dir, config, state: RefCell::new(state), write_lock: Semaphore::new(1) })
+        Ok(Log {
+            dir,
+            config,
+            state: RefCell::new(state),
+            write_lock: Semaphore::new(1),
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -206,10 +242,18 @@ impl Log {
     /// Every batch is checked (framing, size limit, CRC32C) before any is
     /// queued, so a bad batch rejects the whole set. Offsets are assigned
     /// before the first await: appends are ordered as they are called.
-    pub async fn append(&self, batches: &[Bytes], leader_epoch: LeaderEpoch) -> Result<AppendOutcome> {
+    pub async fn append(
+        &self,
+        batches: &[Bytes],
+        leader_epoch: LeaderEpoch,
+    ) -> Result<AppendOutcome> {
         let (base_offset, last_offset) = self.enqueue(batches, leader_epoch)?;
         self.write_until(Offset(last_offset.0 + 1)).await?;
-        Ok(AppendOutcome { base_offset, last_offset, log_start_offset: self.log_start_offset() })
+        Ok(AppendOutcome {
+            base_offset,
+            last_offset,
+            log_start_offset: self.log_start_offset(),
+        })
     }
 
     fn enqueue(&self, batches: &[Bytes], leader_epoch: LeaderEpoch) -> Result<(Offset, Offset)> {
@@ -217,9 +261,13 @@ impl Log {
         let mut views = Vec::with_capacity(batches.len());
         for bytes in batches {
             if bytes.len() > self.config.message_bytes_max {
-                return Err(Error::BatchTooLarge { len: bytes.len(), limit: self.config.message_bytes_max });
+                return Err(Error::BatchTooLarge {
+                    len: bytes.len(),
+                    limit: self.config.message_bytes_max,
+                });
             }
-            let view = BatchView::parse(bytes)?.ok_or(Error::CorruptBatch("shorter than a batch header"))?;
+            let view = BatchView::parse(bytes)?
+                .ok_or(Error::CorruptBatch("shorter than a batch header"))?;
             if view.total_len != bytes.len() {
                 return Err(Error::CorruptBatch("batch length does not match its bytes"));
             }
@@ -272,8 +320,16 @@ impl Log {
                     return Err(Error::Offline(self.dir.clone()));
                 }
                 WritePlan::Roll(base) => self.roll(base).await?,
-                WritePlan::Write { batch_count, bytes, file, pos, tail, block } => {
-                    self.write_batches(batch_count, bytes, file, pos, tail, block).await?
+                WritePlan::Write {
+                    batch_count,
+                    bytes,
+                    file,
+                    pos,
+                    tail,
+                    block,
+                } => {
+                    self.write_batches(batch_count, bytes, file, pos, tail, block)
+                        .await?
                 }
             }
         }
@@ -284,7 +340,9 @@ impl Log {
         if st.offline {
             return Err(Error::Offline(self.dir.clone()));
         }
-        let Some(first) = st.pending.front() else { return Ok(WritePlan::Idle) };
+        let Some(first) = st.pending.front() else {
+            return Ok(WritePlan::Idle);
+        };
         let seg = st.active();
         let segment_bytes = self.config.segment_bytes;
         if seg.size > 0 && seg.size + first.bytes.len() as u64 > segment_bytes {
@@ -353,7 +411,10 @@ impl Log {
             return Err(Error::io(
                 "write segment",
                 &self.dir,
-                std::io::Error::new(std::io::ErrorKind::WriteZero, format!("{written} of {buf_len} bytes")),
+                std::io::Error::new(
+                    std::io::ErrorKind::WriteZero,
+                    format!("{written} of {buf_len} bytes"),
+                ),
             ));
         }
         let mut st = self.state.borrow_mut();
@@ -383,7 +444,10 @@ impl Log {
     async fn roll(&self, base: Offset) -> Result<()> {
         {
             let st = self.state.borrow();
-            assert_eq!(st.written_offset, base, "a new segment starts at the written end");
+            assert_eq!(
+                st.written_offset, base,
+                "a new segment starts at the written end"
+            );
         }
         // Cut the closed segment's block padding so its file holds exactly its
         // batches, as a Kafka segment does.
@@ -419,7 +483,11 @@ impl Log {
                 high_watermark: hw.0,
             });
         }
-        let empty = ReadOutcome { bytes: Bytes::new(), high_watermark: hw, log_start_offset: log_start };
+        let empty = ReadOutcome {
+            bytes: Bytes::new(),
+            high_watermark: hw,
+            log_start_offset: log_start,
+        };
         if from == hw {
             return Ok(empty);
         }
@@ -434,15 +502,35 @@ impl Log {
         loop {
             let (file, size, start_pos) = {
                 let st = self.state.borrow();
-                let Some(seg) = st.segments.get(&seg_key) else { return Ok(empty) };
-                (seg.file.clone(), seg.size, seg.offset_index.lookup(seg.base, from))
+                let Some(seg) = st.segments.get(&seg_key) else {
+                    return Ok(empty);
+                };
+                (
+                    seg.file.clone(),
+                    seg.size,
+                    seg.offset_index.lookup(seg.base, from),
+                )
             };
-            if let Some(found) = self.find_batch(&file, start_pos.0, size, |v| v.last_offset() >= from.0).await? {
+            if let Some(found) = self
+                .find_batch(&file, start_pos.0, size, |v| v.last_offset() >= from.0)
+                .await?
+            {
                 let bytes = self.read_batches(&file, found, size, max_bytes, hw).await?;
-                return Ok(ReadOutcome { bytes, high_watermark: hw, log_start_offset: log_start });
+                return Ok(ReadOutcome {
+                    bytes,
+                    high_watermark: hw,
+                    log_start_offset: log_start,
+                });
             }
             let st = self.state.borrow();
-            match st.segments.range((std::ops::Bound::Excluded(seg_key), std::ops::Bound::Unbounded)).next() {
+            match st
+                .segments
+                .range((
+                    std::ops::Bound::Excluded(seg_key),
+                    std::ops::Bound::Unbounded,
+                ))
+                .next()
+            {
                 Some((k, _)) => seg_key = *k,
                 None => return Ok(empty),
             }
@@ -464,14 +552,18 @@ impl Log {
             let buf = self.read_exact(file, pos, len).await?;
             let mut off = 0usize;
             while off < buf.len() {
-                let Some(view) = BatchView::parse(&buf[off..])? else { break };
+                let Some(view) = BatchView::parse(&buf[off..])? else {
+                    break;
+                };
                 if wanted(&view) {
                     return Ok(Some((pos + off as u64, view)));
                 }
                 off += view.total_len;
             }
             if off == 0 {
-                return Err(Error::CorruptBatch("batch header straddles the segment end"));
+                return Err(Error::CorruptBatch(
+                    "batch header straddles the segment end",
+                ));
             }
             pos += off as u64;
         }
@@ -486,12 +578,16 @@ impl Log {
         max_bytes: usize,
         hw: Offset,
     ) -> Result<Bytes> {
-        let limit = max_bytes.max(first.total_len).min(READ_BYTES_MAX.max(first.total_len));
+        let limit = max_bytes
+            .max(first.total_len)
+            .min(READ_BYTES_MAX.max(first.total_len));
         let len = (limit as u64).min(size - start) as usize;
         let buf = self.read_exact(file, start, len).await?;
         let mut off = 0usize;
         while off < buf.len() {
-            let Some(view) = BatchView::parse(&buf[off..])? else { break };
+            let Some(view) = BatchView::parse(&buf[off..])? else {
+                break;
+            };
             if view.base_offset >= hw.0 || off + view.total_len > buf.len() {
                 break;
             }
@@ -504,12 +600,18 @@ impl Log {
     }
 
     async fn read_exact(&self, file: &DmaFile, pos: u64, len: usize) -> Result<ReadResult> {
-        let buf = file.read_at(pos, len).await.map_err(|e| Error::glommio("read segment", &self.dir, e))?;
+        let buf = file
+            .read_at(pos, len)
+            .await
+            .map_err(|e| Error::glommio("read segment", &self.dir, e))?;
         if buf.len() < len {
             return Err(Error::io(
                 "read segment",
                 &self.dir,
-                std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("{} of {len} bytes at {pos}", buf.len())),
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("{} of {len} bytes at {pos}", buf.len()),
+                ),
             ));
         }
         Ok(buf)
@@ -528,7 +630,10 @@ impl Log {
         };
         let hw = self.high_watermark();
         for (file, size, pos) in candidates {
-            let Some((at, view)) = self.find_batch(&file, pos, size, |v| v.max_timestamp >= target).await? else {
+            let Some((at, view)) = self
+                .find_batch(&file, pos, size, |v| v.max_timestamp >= target)
+                .await?
+            else {
                 continue;
             };
             if view.base_offset >= hw.0 {
@@ -536,7 +641,10 @@ impl Log {
             }
             let batch = self.read_exact(&file, at, view.total_len).await?;
             if let Some((offset, timestamp)) = view.first_offset_at_or_after(&batch, target) {
-                return Ok(Some(TimestampLookup { offset: Offset(offset), timestamp }));
+                return Ok(Some(TimestampLookup {
+                    offset: Offset(offset),
+                    timestamp,
+                }));
             }
         }
         Ok(None)
@@ -551,10 +659,15 @@ impl Log {
             .map_err(|e| Error::glommio("acquire write lock", &self.dir, e))?;
         let files: Vec<(PathBuf, Rc<DmaFile>)> = {
             let st = self.state.borrow();
-            st.segments.values().map(|s| (s.path.clone(), s.file.clone())).collect()
+            st.segments
+                .values()
+                .map(|s| (s.path.clone(), s.file.clone()))
+                .collect()
         };
         for (path, file) in files {
-            file.close_rc().await.map_err(|e| Error::glommio("close segment", &path, e))?;
+            file.close_rc()
+                .await
+                .map_err(|e| Error::glommio("close segment", &path, e))?;
         }
         self.write_lock.close();
         Ok(())

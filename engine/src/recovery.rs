@@ -20,24 +20,38 @@ pub(crate) struct RecoveryOutcome {
 
 /// Scans `seg` from its start; `expected` is the offset the segment must not
 /// start below (the end of the previous segment).
-pub(crate) async fn recover_segment(seg: &mut Segment, expected: Offset, config: &LogConfig) -> Result<RecoveryOutcome> {
-    let file_size = seg.file.file_size().await.map_err(|e| Error::glommio("stat segment", &seg.path, e))?;
+pub(crate) async fn recover_segment(
+    seg: &mut Segment,
+    expected: Offset,
+    config: &LogConfig,
+) -> Result<RecoveryOutcome> {
+    let file_size = seg
+        .file
+        .file_size()
+        .await
+        .map_err(|e| Error::glommio("stat segment", &seg.path, e))?;
+    // `pos` is the end of the last batch accepted; the scan reads windows from it.
     let mut pos = 0u64;
     let mut next = expected.max(seg.base);
     seg.next_offset = seg.base;
     'scan: while pos < file_size {
         let len = (SCAN_BYTES as u64).min(file_size - pos) as usize;
-        let buf = seg.file.read_at(pos, len).await.map_err(|e| Error::glommio("read segment", &seg.path, e))?;
+        let buf = seg
+            .file
+            .read_at(pos, len)
+            .await
+            .map_err(|e| Error::glommio("read segment", &seg.path, e))?;
+        let window_start = pos;
         let mut off = 0usize;
         while off < buf.len() {
             let view = match BatchView::parse(&buf[off..]) {
                 Ok(Some(v)) => v,
-                Ok(None) if off == 0 => break 'scan,
-                Ok(None) => break,
-                Err(_) => break 'scan,
+                // A header cut by the window: read the next window from here.
+                Ok(None) if off > 0 => break,
+                Ok(None) | Err(_) => break 'scan,
             };
             if view.total_len > config.message_bytes_max.max(SCAN_BYTES) * 2
-                || pos + (off + view.total_len) as u64 > file_size
+                || window_start + (off + view.total_len) as u64 > file_size
                 || view.base_offset < next.0
             {
                 break 'scan;
@@ -52,21 +66,28 @@ pub(crate) async fn recover_segment(seg: &mut Segment, expected: Offset, config:
                     .map_err(|e| Error::glommio("read segment", &seg.path, e))?;
                 whole.len() == view.total_len && view.crc_matches(&whole)
             } else {
+                // A batch cut by the window: read the next window from it.
                 break;
             };
             if !batch_ok {
                 break 'scan;
             }
-            let at = FilePos(pos + off as u64);
-            seg.index_batch(config.index_interval_bytes, Offset(view.base_offset), at, view.total_len as u64, view.max_timestamp);
+            let at = FilePos(window_start + off as u64);
+            seg.index_batch(
+                config.index_interval_bytes,
+                Offset(view.base_offset),
+                at,
+                view.total_len as u64,
+                view.max_timestamp,
+            );
             next = Offset(view.last_offset() + 1);
             seg.next_offset = next;
             off += view.total_len;
+            pos = window_start + off as u64;
         }
-        if off == 0 {
+        if pos == window_start {
             break;
         }
-        pos += off as u64;
     }
     assert_eq!(pos, seg.size, "every kept batch is indexed");
     let block = seg.block_bytes();
@@ -84,7 +105,10 @@ pub(crate) async fn recover_segment(seg: &mut Segment, expected: Offset, config:
                 truncated_bytes = 0;
             }
         }
-        seg.file.truncate(pos).await.map_err(|e| Error::glommio("truncate segment", &seg.path, e))?;
+        seg.file
+            .truncate(pos)
+            .await
+            .map_err(|e| Error::glommio("truncate segment", &seg.path, e))?;
     }
     let tail_start = pos - pos % block;
     seg.tail = if pos > tail_start {

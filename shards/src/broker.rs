@@ -54,7 +54,9 @@ fn advertised(config: &BrokerConfig, bound: SocketAddr) -> (String, i32) {
         return (adv.clone(), bound.port() as i32);
     }
     if bound.ip().is_unspecified() {
-        tracing::warn!("listening on an unspecified address; clients are told 127.0.0.1 (set --advertise)");
+        tracing::warn!(
+            "listening on an unspecified address; clients are told 127.0.0.1 (set --advertise)"
+        );
         return ("127.0.0.1".to_string(), bound.port() as i32);
     }
     (bound.ip().to_string(), bound.port() as i32)
@@ -62,13 +64,25 @@ fn advertised(config: &BrokerConfig, bound: SocketAddr) -> (String, i32) {
 
 /// Runs a broker node until `stop` is raised. `on_ready` gets the bound
 /// address once every shard accepts connections.
-pub fn run(config: BrokerConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce(SocketAddr)) -> Result<()> {
+pub fn run(
+    config: BrokerConfig,
+    stop: Arc<AtomicBool>,
+    on_ready: impl FnOnce(SocketAddr),
+) -> Result<()> {
     let cpus = cpus();
-    let shard_count = config.shards.unwrap_or(cpus.len()).clamp(1, u16::MAX as usize);
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|source| Error::Io { op: "create data dir", path: config.data_dir.clone(), source })?;
+    let shard_count = config
+        .shards
+        .unwrap_or(cpus.len())
+        .clamp(1, u16::MAX as usize);
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| Error::Io {
+        op: "create data dir",
+        path: config.data_dir.clone(),
+        source,
+    })?;
     let meta = Arc::new(MetadataStore::new(&config.data_dir).load()?);
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
         ^ ((std::process::id() as u64) << 32);
     tracing::info!(shards = shard_count, data_dir = %config.data_dir.display(), topics = meta.topics.len(), "starting broker");
 
@@ -171,7 +185,10 @@ async fn shard_main(start: ShardStart, ends: MeshEnds) -> Result<()> {
     let listener = match TcpListener::bind(start.listen) {
         Ok(l) => l,
         Err(e) => {
-            let err = Error::Bind { addr: start.listen, source: std::io::Error::other(e.to_string()) };
+            let err = Error::Bind {
+                addr: start.listen,
+                source: std::io::Error::other(e.to_string()),
+            };
             if let Some(tx) = &start.addr_tx {
                 // The main thread waits on this; a closed channel means it already gave up.
                 let _ = tx.send(Err(err.to_string()));
@@ -179,17 +196,23 @@ async fn shard_main(start: ShardStart, ends: MeshEnds) -> Result<()> {
             return Err(err);
         }
     };
-    let bound = listener
-        .local_addr()
-        .map_err(|e| Error::Bind { addr: start.listen, source: std::io::Error::other(e.to_string()) })?;
+    let bound = listener.local_addr().map_err(|e| Error::Bind {
+        addr: start.listen,
+        source: std::io::Error::other(e.to_string()),
+    })?;
     if let Some(tx) = &start.addr_tx {
         if tx.send(Ok(bound)).is_err() {
             return Err(Error::Executor("start-up was abandoned".into()));
         }
     }
     let (mesh, inbound) = Mesh::connect(start.id, ends).await;
-    let controller = (start.id == ShardId(0))
-        .then(|| Controller::new(MetadataStore::new(&start.config.data_dir), start.config.node_id, start.seed));
+    let controller = (start.id == ShardId(0)).then(|| {
+        Controller::new(
+            MetadataStore::new(&start.config.data_dir),
+            start.config.node_id,
+            start.seed,
+        )
+    });
     let shard = Rc::new(Shard::new(
         start.id,
         start.shard_count,
@@ -200,8 +223,20 @@ async fn shard_main(start: ShardStart, ends: MeshEnds) -> Result<()> {
         controller,
     ));
     let began = Instant::now();
+    let probe_name = format!(".direct-io-probe-{}", start.id.0);
+    sluice_engine::prime_direct_io(&start.config.data_dir, &probe_name)
+        .await
+        .map_err(|source| {
+            Error::Executor(format!(
+                "direct I/O on {}: {source}",
+                start.config.data_dir.display()
+            ))
+        })?;
     if let Err(problem) = shard.apply_metadata(start.meta.clone()).await {
-        return Err(Error::Executor(format!("shard {} recovery: {problem}", start.id.0)));
+        return Err(Error::Executor(format!(
+            "shard {} recovery: {problem}",
+            start.id.0
+        )));
     }
     tracing::info!(
         shard = start.id.0,
@@ -244,13 +279,20 @@ fn spawn_mesh_receivers(shard: &Rc<Shard>, inbound: mesh::Inbound) {
         let in_flight = in_flight.clone();
         glommio::spawn_local(async move {
             loop {
-                let Ok(permit) = in_flight.acquire_static_permit(1).await else { return };
-                let Some(envelope) = rx.recv().await else { return };
+                let Ok(permit) = in_flight.acquire_static_permit(1).await else {
+                    return;
+                };
+                let Some(envelope) = rx.recv().await else {
+                    return;
+                };
                 let shard = shard.clone();
                 // One task per request from another shard, bounded by `in_flight`.
                 glommio::spawn_local(async move {
                     let response = shard.execute(envelope.body).await;
-                    shard.mesh.respond(envelope.from, envelope.id, response).await;
+                    shard
+                        .mesh
+                        .respond(envelope.from, envelope.id, response)
+                        .await;
                     drop(permit);
                 })
                 .detach();

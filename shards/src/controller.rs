@@ -18,8 +18,8 @@ use sluice_wire::ErrorCode;
 use crate::ids::{NodeId, TopicId};
 use crate::mesh::{AdminRequest, Failure, NewPartitions, NewTopic, TopicOutcome};
 use crate::metadata::{
-    self, topic_config_problem, topic_name_problem, ClusterMeta, MetadataStore, PartitionMeta, TopicMeta,
-    TOPIC_PARTITIONS_MAX,
+    self, topic_config_problem, topic_name_problem, ClusterMeta, MetadataStore, PartitionMeta,
+    TopicMeta, TOPIC_PARTITIONS_MAX,
 };
 use crate::shard::Shard;
 
@@ -34,7 +34,12 @@ pub struct Controller {
 
 impl Controller {
     pub fn new(store: MetadataStore, node_id: NodeId, seed: u64) -> Controller {
-        Controller { store, node_id, lock: Semaphore::new(1), rng: Cell::new(seed) }
+        Controller {
+            store,
+            node_id,
+            lock: Semaphore::new(1),
+            rng: Cell::new(seed),
+        }
     }
 
     fn next_u64(&self) -> u64 {
@@ -67,7 +72,10 @@ impl Controller {
                     .into_iter()
                     .map(|name| TopicOutcome {
                         name,
-                        result: Err(Failure::new(ErrorCode::COORDINATOR_NOT_AVAILABLE, e.to_string())),
+                        result: Err(Failure::new(
+                            ErrorCode::COORDINATOR_NOT_AVAILABLE,
+                            e.to_string(),
+                        )),
                     })
                     .collect()
             }
@@ -76,7 +84,10 @@ impl Controller {
         let mut next = (*current).clone();
         next.revision += 1;
         let (outcomes, changed) = match request {
-            AdminRequest::CreateTopics { topics, validate_only } => {
+            AdminRequest::CreateTopics {
+                topics,
+                validate_only,
+            } => {
                 let outcomes = self.create_topics(shard, &mut next, topics);
                 let changed = !validate_only && outcomes.iter().any(|o| o.result.is_ok());
                 (outcomes, changed)
@@ -86,7 +97,10 @@ impl Controller {
                 let changed = outcomes.iter().any(|o| o.result.is_ok());
                 (outcomes, changed)
             }
-            AdminRequest::CreatePartitions { topics, validate_only } => {
+            AdminRequest::CreatePartitions {
+                topics,
+                validate_only,
+            } => {
                 let outcomes = self.create_partitions(shard, &mut next, topics);
                 let changed = !validate_only && outcomes.iter().any(|o| o.result.is_ok());
                 (outcomes, changed)
@@ -110,25 +124,47 @@ impl Controller {
         if replicas != [self.node_id.0] {
             return Err(Failure::new(
                 ErrorCode::INVALID_REPLICA_ASSIGNMENT,
-                format!("replicas {replicas:?} must be exactly this node, [{}]", self.node_id.0),
+                format!(
+                    "replicas {replicas:?} must be exactly this node, [{}]",
+                    self.node_id.0
+                ),
             ));
         }
         Ok(())
     }
 
-    fn new_topic(&self, shard: &Shard, meta: &ClusterMeta, t: &NewTopic) -> Result<TopicMeta, Failure> {
+    fn new_topic(
+        &self,
+        shard: &Shard,
+        meta: &ClusterMeta,
+        t: &NewTopic,
+    ) -> Result<TopicMeta, Failure> {
         if let Some(problem) = topic_name_problem(&t.name) {
             return Err(Failure::new(ErrorCode::INVALID_TOPIC_EXCEPTION, problem));
         }
         if meta.topic(&t.name).is_some() {
-            return Err(Failure::new(ErrorCode::TOPIC_ALREADY_EXISTS, format!("topic '{}' already exists", t.name)));
+            return Err(Failure::new(
+                ErrorCode::TOPIC_ALREADY_EXISTS,
+                format!("topic '{}' already exists", t.name),
+            ));
         }
         let count = if t.assignments.is_empty() {
-            let count = if t.num_partitions == -1 { shard.config.num_partitions } else { t.num_partitions };
+            let count = if t.num_partitions == -1 {
+                shard.config.num_partitions
+            } else {
+                t.num_partitions
+            };
             if count <= 0 {
-                return Err(Failure::new(ErrorCode::INVALID_PARTITIONS, "number of partitions must be larger than 0"));
+                return Err(Failure::new(
+                    ErrorCode::INVALID_PARTITIONS,
+                    "number of partitions must be larger than 0",
+                ));
             }
-            let rf = if t.replication_factor == -1 { 1 } else { t.replication_factor };
+            let rf = if t.replication_factor == -1 {
+                1
+            } else {
+                t.replication_factor
+            };
             if rf <= 0 {
                 return Err(Failure::new(
                     ErrorCode::INVALID_REPLICATION_FACTOR,
@@ -171,7 +207,10 @@ impl Controller {
         let mut configs = BTreeMap::new();
         for (name, value) in &t.configs {
             let Some(value) = value else {
-                return Err(Failure::new(ErrorCode::INVALID_CONFIG, format!("null value for config {name}")));
+                return Err(Failure::new(
+                    ErrorCode::INVALID_CONFIG,
+                    format!("null value for config {name}"),
+                ));
             };
             if let Some(problem) = topic_config_problem(name, value) {
                 return Err(Failure::new(ErrorCode::INVALID_CONFIG, problem));
@@ -180,12 +219,25 @@ impl Controller {
         }
         let partitions = metadata::place(&t.name, 0, count, shard.shard_count)
             .into_iter()
-            .map(|s| PartitionMeta { shard: s, leader_epoch: 0 })
+            .map(|s| PartitionMeta {
+                shard: s,
+                leader_epoch: 0,
+            })
             .collect();
-        Ok(TopicMeta { name: t.name.clone(), id: self.new_topic_id(meta), partitions, configs })
+        Ok(TopicMeta {
+            name: t.name.clone(),
+            id: self.new_topic_id(meta),
+            partitions,
+            configs,
+        })
     }
 
-    fn create_topics(&self, shard: &Shard, next: &mut ClusterMeta, topics: Vec<NewTopic>) -> Vec<TopicOutcome> {
+    fn create_topics(
+        &self,
+        shard: &Shard,
+        next: &mut ClusterMeta,
+        topics: Vec<NewTopic>,
+    ) -> Vec<TopicOutcome> {
         let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
         for t in &topics {
             *seen.entry(t.name.as_str()).or_default() += 1;
@@ -193,28 +245,47 @@ impl Controller {
         let mut outcomes = Vec::with_capacity(topics.len());
         for t in &topics {
             let result = if seen[t.name.as_str()] > 1 {
-                Err(Failure::new(ErrorCode::INVALID_REQUEST, format!("topic '{}' appears more than once", t.name)))
+                Err(Failure::new(
+                    ErrorCode::INVALID_REQUEST,
+                    format!("topic '{}' appears more than once", t.name),
+                ))
             } else {
                 self.new_topic(shard, next, t)
             };
             if let Ok(meta) = &result {
                 next.topics.insert(meta.name.clone(), meta.clone());
             }
-            outcomes.push(TopicOutcome { name: t.name.clone(), result });
+            outcomes.push(TopicOutcome {
+                name: t.name.clone(),
+                result,
+            });
         }
         outcomes
     }
 
-    fn create_partitions(&self, shard: &Shard, next: &mut ClusterMeta, topics: Vec<NewPartitions>) -> Vec<TopicOutcome> {
+    fn create_partitions(
+        &self,
+        shard: &Shard,
+        next: &mut ClusterMeta,
+        topics: Vec<NewPartitions>,
+    ) -> Vec<TopicOutcome> {
         let mut outcomes = Vec::with_capacity(topics.len());
         for t in topics {
             let result = self.add_partitions(shard, next, &t);
-            outcomes.push(TopicOutcome { name: t.topic, result });
+            outcomes.push(TopicOutcome {
+                name: t.topic,
+                result,
+            });
         }
         outcomes
     }
 
-    fn add_partitions(&self, shard: &Shard, next: &mut ClusterMeta, t: &NewPartitions) -> Result<TopicMeta, Failure> {
+    fn add_partitions(
+        &self,
+        shard: &Shard,
+        next: &mut ClusterMeta,
+        t: &NewPartitions,
+    ) -> Result<TopicMeta, Failure> {
         let Some(topic) = next.topics.get_mut(&t.topic) else {
             return Err(Failure::new(
                 ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
@@ -238,7 +309,11 @@ impl Controller {
             if assignments.len() as i32 != t.count - current {
                 return Err(Failure::new(
                     ErrorCode::INVALID_REPLICA_ASSIGNMENT,
-                    format!("{} assignments given for {} new partitions", assignments.len(), t.count - current),
+                    format!(
+                        "{} assignments given for {} new partitions",
+                        assignments.len(),
+                        t.count - current
+                    ),
                 ));
             }
             for replicas in assignments {
@@ -246,7 +321,12 @@ impl Controller {
             }
         }
         let added = metadata::place(&topic.name, current, t.count - current, shard.shard_count);
-        topic.partitions.extend(added.into_iter().map(|s| PartitionMeta { shard: s, leader_epoch: 0 }));
+        topic
+            .partitions
+            .extend(added.into_iter().map(|s| PartitionMeta {
+                shard: s,
+                leader_epoch: 0,
+            }));
         Ok(topic.clone())
     }
 }
@@ -269,17 +349,28 @@ fn delete_topics(next: &mut ClusterMeta, names: Vec<String>) -> Vec<TopicOutcome
 
 fn names_of(request: &AdminRequest) -> Vec<String> {
     match request {
-        AdminRequest::CreateTopics { topics, .. } => topics.iter().map(|t| t.name.clone()).collect(),
+        AdminRequest::CreateTopics { topics, .. } => {
+            topics.iter().map(|t| t.name.clone()).collect()
+        }
         AdminRequest::DeleteTopics { names } => names.clone(),
-        AdminRequest::CreatePartitions { topics, .. } => topics.iter().map(|t| t.topic.clone()).collect(),
+        AdminRequest::CreatePartitions { topics, .. } => {
+            topics.iter().map(|t| t.topic.clone()).collect()
+        }
     }
 }
 
-fn fail_successes(outcomes: Vec<TopicOutcome>, code: ErrorCode, message: &str) -> Vec<TopicOutcome> {
+fn fail_successes(
+    outcomes: Vec<TopicOutcome>,
+    code: ErrorCode,
+    message: &str,
+) -> Vec<TopicOutcome> {
     outcomes
         .into_iter()
         .map(|o| match o.result {
-            Ok(_) => TopicOutcome { name: o.name, result: Err(Failure::new(code, message)) },
+            Ok(_) => TopicOutcome {
+                name: o.name,
+                result: Err(Failure::new(code, message)),
+            },
             Err(_) => o,
         })
         .collect()

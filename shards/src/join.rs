@@ -6,7 +6,8 @@ use std::task::Poll;
 
 /// Runs all futures concurrently and returns their outputs in order.
 pub async fn join_all<T>(futures: Vec<Pin<Box<dyn Future<Output = T> + '_>>>) -> Vec<T> {
-    let mut futures: Vec<Option<Pin<Box<dyn Future<Output = T> + '_>>>> = futures.into_iter().map(Some).collect();
+    let mut futures: Vec<Option<Pin<Box<dyn Future<Output = T> + '_>>>> =
+        futures.into_iter().map(Some).collect();
     let mut outputs: Vec<Option<T>> = futures.iter().map(|_| None).collect();
     std::future::poll_fn(move |cx| {
         let mut pending = false;
@@ -24,7 +25,12 @@ pub async fn join_all<T>(futures: Vec<Pin<Box<dyn Future<Output = T> + '_>>>) ->
         if pending {
             Poll::Pending
         } else {
-            Poll::Ready(outputs.iter_mut().map(|o| o.take().expect("every future finished")).collect())
+            Poll::Ready(
+                outputs
+                    .iter_mut()
+                    .map(|o| o.take().expect("every future finished"))
+                    .collect(),
+            )
         }
     })
     .await

@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use glommio::channels::local_channel::{self, LocalSender};
-use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender};
+use glommio::channels::shared_channel::{
+    self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
+};
 use sluice_wire::ErrorCode;
 
 use crate::error::{Error, Result};
@@ -39,7 +41,10 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Failure {
-        Failure { code, message: message.into() }
+        Failure {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -108,9 +113,17 @@ pub struct NewPartitions {
 
 #[derive(Debug)]
 pub enum AdminRequest {
-    CreateTopics { topics: Vec<NewTopic>, validate_only: bool },
-    DeleteTopics { names: Vec<String> },
-    CreatePartitions { topics: Vec<NewPartitions>, validate_only: bool },
+    CreateTopics {
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+    },
+    DeleteTopics {
+        names: Vec<String>,
+    },
+    CreatePartitions {
+        topics: Vec<NewPartitions>,
+        validate_only: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -126,7 +139,10 @@ pub enum ShardRequest {
     Fetch(Vec<FetchPartition>),
     /// Answer `true` as soon as any partition has data past its offset, or
     /// `false` once `wait` has passed.
-    WaitForData { partitions: Vec<(TopicPartition, i64)>, wait: Duration },
+    WaitForData {
+        partitions: Vec<(TopicPartition, i64)>,
+        wait: Duration,
+    },
     ListOffsets(Vec<OffsetQuery>),
     /// Install a newer metadata snapshot: open logs of partitions this shard
     /// now owns, remove those of deleted ones.
@@ -222,29 +238,40 @@ impl Mesh {
             ResponseIn(usize, ConnectedReceiver<ResponseEnvelope>),
         }
         let n = ends.requests_out.len();
-        let mut futures: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = End>>>> = Vec::new();
+        let mut futures: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = End>>>> =
+            Vec::new();
         for (i, end) in ends.requests_out.into_iter().enumerate() {
             if let Some(s) = end {
-                futures.push(Box::pin(async move { End::RequestOut(i, s.connect().await) }));
+                futures.push(Box::pin(
+                    async move { End::RequestOut(i, s.connect().await) },
+                ));
             }
         }
         for (i, end) in ends.responses_out.into_iter().enumerate() {
             if let Some(s) = end {
-                futures.push(Box::pin(async move { End::ResponseOut(i, s.connect().await) }));
+                futures.push(Box::pin(
+                    async move { End::ResponseOut(i, s.connect().await) },
+                ));
             }
         }
         for (i, end) in ends.requests_in.into_iter().enumerate() {
             if let Some(r) = end {
-                futures.push(Box::pin(async move { End::RequestIn(i, r.connect().await) }));
+                futures.push(Box::pin(
+                    async move { End::RequestIn(i, r.connect().await) },
+                ));
             }
         }
         for (i, end) in ends.responses_in.into_iter().enumerate() {
             if let Some(r) = end {
-                futures.push(Box::pin(async move { End::ResponseIn(i, r.connect().await) }));
+                futures.push(Box::pin(
+                    async move { End::ResponseIn(i, r.connect().await) },
+                ));
             }
         }
-        let mut requests_out: Vec<Option<ConnectedSender<RequestEnvelope>>> = (0..n).map(|_| None).collect();
-        let mut responses_out: Vec<Option<ConnectedSender<ResponseEnvelope>>> = (0..n).map(|_| None).collect();
+        let mut requests_out: Vec<Option<ConnectedSender<RequestEnvelope>>> =
+            (0..n).map(|_| None).collect();
+        let mut responses_out: Vec<Option<ConnectedSender<ResponseEnvelope>>> =
+            (0..n).map(|_| None).collect();
         let mut requests = Vec::new();
         let mut responses = Vec::new();
         for end in crate::join::join_all(futures).await {
@@ -255,8 +282,20 @@ impl Mesh {
                 End::ResponseIn(i, r) => responses.push((ShardId(i as u16), r)),
             }
         }
-        let mesh = Mesh { me, requests_out, responses_out, waiting: RefCell::new(HashMap::new()), next_id: Cell::new(1) };
-        (mesh, Inbound { requests, responses })
+        let mesh = Mesh {
+            me,
+            requests_out,
+            responses_out,
+            waiting: RefCell::new(HashMap::new()),
+            next_id: Cell::new(1),
+        };
+        (
+            mesh,
+            Inbound {
+                requests,
+                responses,
+            },
+        )
     }
 
     pub fn me(&self) -> ShardId {
@@ -264,14 +303,29 @@ impl Mesh {
     }
 
     /// Sends `body` to shard `to` and waits up to `timeout` for its answer.
-    pub async fn call(&self, to: ShardId, body: ShardRequest, timeout: Duration) -> Result<ShardResponse> {
+    pub async fn call(
+        &self,
+        to: ShardId,
+        body: ShardRequest,
+        timeout: Duration,
+    ) -> Result<ShardResponse> {
         assert_ne!(to, self.me, "local work is not sent over the mesh");
-        let sender = self.requests_out[to.0 as usize].as_ref().expect("a channel to every other shard");
+        let sender = self.requests_out[to.0 as usize]
+            .as_ref()
+            .expect("a channel to every other shard");
         let id = self.next_id.get();
         self.next_id.set(id + 1);
         let (tx, rx) = local_channel::new_bounded(1);
         self.waiting.borrow_mut().insert(id, tx);
-        if sender.send(RequestEnvelope { id, from: self.me, body }).await.is_err() {
+        if sender
+            .send(RequestEnvelope {
+                id,
+                from: self.me,
+                body,
+            })
+            .await
+            .is_err()
+        {
             self.waiting.borrow_mut().remove(&id);
             return Err(Error::ShardUnavailable(to.0, "request channel closed"));
         }
@@ -298,9 +352,14 @@ impl Mesh {
 
     /// Sends the answer to a request that came from shard `to`.
     pub async fn respond(&self, to: ShardId, id: u64, body: ShardResponse) {
-        let sender = self.responses_out[to.0 as usize].as_ref().expect("a channel to every other shard");
+        let sender = self.responses_out[to.0 as usize]
+            .as_ref()
+            .expect("a channel to every other shard");
         if sender.send(ResponseEnvelope { id, body }).await.is_err() {
-            tracing::debug!(to = to.0, "dropping an answer: the asking shard has stopped");
+            tracing::debug!(
+                to = to.0,
+                "dropping an answer: the asking shard has stopped"
+            );
         }
     }
 }

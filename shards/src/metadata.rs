@@ -65,7 +65,10 @@ pub fn topic_name_problem(name: &str) -> Option<&'static str> {
     if name.len() > TOPIC_NAME_BYTES_MAX {
         return Some("topic name is longer than 249 characters");
     }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
         return Some("topic name has characters other than ASCII alphanumerics, '.', '_' and '-'");
     }
     None
@@ -85,9 +88,14 @@ pub fn owner(recorded: ShardId, shard_count: usize) -> ShardId {
 /// Consecutive partitions go to consecutive shards, starting at a shard chosen
 /// by a stable hash of the topic name, so topics spread over all shards.
 pub fn place(topic: &str, first: i32, count: i32, shard_count: usize) -> Vec<ShardId> {
-    assert!(shard_count > 0 && shard_count <= u16::MAX as usize, "shard count fits a ShardId");
+    assert!(
+        shard_count > 0 && shard_count <= u16::MAX as usize,
+        "shard count fits a ShardId"
+    );
     let start = (fnv1a(topic.as_bytes()) % shard_count as u64) as usize;
-    (first..first + count).map(|p| ShardId(((start + p as usize) % shard_count) as u16)).collect()
+    (first..first + count)
+        .map(|p| ShardId(((start + p as usize) % shard_count) as u16))
+        .collect()
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -111,7 +119,9 @@ pub struct MetadataStore {
 
 impl MetadataStore {
     pub fn new(data_dir: &Path) -> MetadataStore {
-        MetadataStore { path: data_dir.join("meta").join("cluster.json") }
+        MetadataStore {
+            path: data_dir.join("meta").join("cluster.json"),
+        }
     }
 
     /// Loads the saved metadata, or an empty one at revision 0.
@@ -119,10 +129,16 @@ impl MetadataStore {
     /// Blocks the reactor: startup only.
     pub fn load(&self) -> Result<ClusterMeta> {
         match std::fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|source| Error::MetadataFormat { path: self.path.clone(), source }),
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| Error::MetadataFormat {
+                path: self.path.clone(),
+                source,
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ClusterMeta::default()),
-            Err(source) => Err(Error::Io { op: "read metadata", path: self.path.clone(), source }),
+            Err(source) => Err(Error::Io {
+                op: "read metadata",
+                path: self.path.clone(),
+                source,
+            }),
         }
     }
 
@@ -138,13 +154,17 @@ impl MetadataStore {
         };
         std::fs::create_dir_all(dir).map_err(io("create metadata dir", dir))?;
         let tmp = self.path.with_extension("json.tmp");
-        let bytes = serde_json::to_vec_pretty(meta)
-            .map_err(|source| Error::MetadataFormat { path: tmp.clone(), source })?;
+        let bytes = serde_json::to_vec_pretty(meta).map_err(|source| Error::MetadataFormat {
+            path: tmp.clone(),
+            source,
+        })?;
         let mut file = std::fs::File::create(&tmp).map_err(io("create metadata", &tmp))?;
         file.write_all(&bytes).map_err(io("write metadata", &tmp))?;
         file.sync_all().map_err(io("fsync metadata", &tmp))?;
         std::fs::rename(&tmp, &self.path).map_err(io("rename metadata", &self.path))?;
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io("fsync metadata dir", dir))?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("fsync metadata dir", dir))?;
         Ok(())
     }
 }
@@ -279,7 +299,13 @@ pub fn topic_config_problem(name: &str, value: &str) -> Option<String> {
 /// The value of a topic config in effect: the topic's own or the broker default.
 pub fn effective_config(topic: &TopicMeta, broker: &BrokerConfig, name: &str) -> Option<String> {
     let def = topic_config_def(name)?;
-    Some(topic.configs.get(name).cloned().unwrap_or_else(|| (def.default)(broker)))
+    Some(
+        topic
+            .configs
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| (def.default)(broker)),
+    )
 }
 
 /// The storage settings of a topic's partitions.
@@ -288,9 +314,11 @@ pub fn log_config(topic: &TopicMeta, broker: &BrokerConfig) -> sluice_engine::Lo
     let parse_u64 = |name: &str, fallback: u64| get(name).parse::<u64>().unwrap_or(fallback);
     let defaults = sluice_engine::LogConfig::default();
     sluice_engine::LogConfig {
-        segment_bytes: parse_u64("segment.bytes", defaults.segment_bytes).clamp(4096, u32::MAX as u64),
+        segment_bytes: parse_u64("segment.bytes", defaults.segment_bytes)
+            .clamp(4096, u32::MAX as u64),
         index_interval_bytes: parse_u64("index.interval.bytes", defaults.index_interval_bytes),
-        message_bytes_max: parse_u64("max.message.bytes", defaults.message_bytes_max as u64) as usize,
+        message_bytes_max: parse_u64("max.message.bytes", defaults.message_bytes_max as u64)
+            as usize,
     }
 }
 

@@ -18,9 +18,25 @@ pub struct Partition {
 
 impl Partition {
     /// Opens the partition's log, recovering it if it exists.
-    pub async fn open(data_dir: &Path, tp: TopicPartition, topic_id: TopicId, leader_epoch: LeaderEpoch, config: LogConfig) -> Result<Partition> {
+    pub async fn open(
+        data_dir: &Path,
+        tp: TopicPartition,
+        topic_id: TopicId,
+        leader_epoch: LeaderEpoch,
+        config: LogConfig,
+    ) -> Result<Partition> {
         let dir = partition_dir(data_dir, &tp.topic, tp.partition);
-        let log = Log::open(dir, config).await.map_err(|source| Error::Storage { partition: tp.clone(), source })?;
-        Ok(Partition { tp, topic_id, leader_epoch, log })
+        let log = Log::open(dir, config)
+            .await
+            .map_err(|source| Error::Storage {
+                partition: tp.clone(),
+                source,
+            })?;
+        Ok(Partition {
+            tp,
+            topic_id,
+            leader_epoch,
+            log,
+        })
     }
 }

@@ -24,8 +24,8 @@ use crate::event::Event;
 use crate::ids::{PartitionId, ShardId, TopicPartition};
 use crate::join::{join_all, select_first};
 use crate::mesh::{
-    Appended, Failure, FetchPartition, Fetched, Mesh, OffsetAnswer, OffsetQuery, PartitionResult, ProducePartition,
-    ShardRequest, ShardResponse,
+    Appended, Failure, FetchPartition, Fetched, Mesh, OffsetAnswer, OffsetQuery, PartitionResult,
+    ProducePartition, ShardRequest, ShardResponse,
 };
 use crate::metadata::{self, ClusterMeta};
 use crate::partition::Partition;
@@ -86,7 +86,12 @@ impl Shard {
     }
 
     /// The shard owning a partition, if the topic and partition exist.
-    pub fn owner_of(&self, meta: &ClusterMeta, topic: &str, partition: PartitionId) -> Option<ShardId> {
+    pub fn owner_of(
+        &self,
+        meta: &ClusterMeta,
+        topic: &str,
+        partition: PartitionId,
+    ) -> Option<ShardId> {
         let t = meta.topic(topic)?;
         let p = t.partitions.get(usize::try_from(partition.0).ok()?)?;
         Some(metadata::owner(p.shard, self.shard_count))
@@ -117,20 +122,30 @@ impl Shard {
         match request {
             ShardRequest::Produce(parts) => ShardResponse::Produce(self.produce(parts).await),
             ShardRequest::Fetch(parts) => ShardResponse::Fetch(self.fetch(parts).await),
-            ShardRequest::WaitForData { partitions, wait } => {
-                ShardResponse::DataArrived(self.wait_for_data(&partitions, Instant::now() + wait).await)
+            ShardRequest::WaitForData { partitions, wait } => ShardResponse::DataArrived(
+                self.wait_for_data(&partitions, Instant::now() + wait).await,
+            ),
+            ShardRequest::ListOffsets(queries) => {
+                ShardResponse::ListOffsets(self.list_offsets(queries).await)
             }
-            ShardRequest::ListOffsets(queries) => ShardResponse::ListOffsets(self.list_offsets(queries).await),
-            ShardRequest::ApplyMetadata(meta) => ShardResponse::MetadataApplied(self.apply_metadata(meta).await),
+            ShardRequest::ApplyMetadata(meta) => {
+                ShardResponse::MetadataApplied(self.apply_metadata(meta).await)
+            }
             ShardRequest::Admin(admin) => match &self.controller {
                 Some(controller) => ShardResponse::Admin(controller.handle(self, admin).await),
-                None => panic!("admin request sent to shard {} instead of shard 0", self.id.0),
+                None => panic!(
+                    "admin request sent to shard {} instead of shard 0",
+                    self.id.0
+                ),
             },
         }
     }
 
     fn missing(tp: &TopicPartition) -> Failure {
-        Failure::new(ErrorCode::NOT_LEADER_OR_FOLLOWER, format!("{tp} is not on shard that received it"))
+        Failure::new(
+            ErrorCode::NOT_LEADER_OR_FOLLOWER,
+            format!("{tp} is not on shard that received it"),
+        )
     }
 
     async fn produce(&self, parts: Vec<ProducePartition>) -> Vec<PartitionResult<Appended>> {
@@ -172,7 +187,13 @@ impl Shard {
                             high_watermark: r.high_watermark.0,
                             log_start_offset: r.log_start_offset.0,
                         }),
-                        Err(e) => Err(Failure::new(error_codes::engine(&e), e.to_string())),
+                        Err(e) => {
+                            let code = error_codes::engine(&e);
+                            if code == ErrorCode::KAFKA_STORAGE_ERROR {
+                                tracing::error!(partition = %part.tp, error = %e, "read failed");
+                            }
+                            Err(Failure::new(code, e.to_string()))
+                        }
                     }
                 });
                 fut
@@ -187,10 +208,12 @@ impl Shard {
     async fn wait_for_data(&self, partitions: &[(TopicPartition, i64)], deadline: Instant) -> bool {
         loop {
             let seen = self.data_arrived.generation();
-            let ready = partitions.iter().any(|(tp, offset)| match self.partition(tp) {
-                Some(p) => p.log.high_watermark().0 > *offset,
-                None => true,
-            });
+            let ready = partitions
+                .iter()
+                .any(|(tp, offset)| match self.partition(tp) {
+                    Some(p) => p.log.high_watermark().0 > *offset,
+                    None => true,
+                });
             if ready {
                 return true;
             }
@@ -229,14 +252,31 @@ impl Shard {
             let epoch = partition.leader_epoch.0;
             let log = &partition.log;
             let answer = match q.timestamp {
-                -1 => Ok(OffsetAnswer { offset: log.high_watermark().0, timestamp: -1, leader_epoch: epoch }),
-                -2 => Ok(OffsetAnswer { offset: log.log_start_offset().0, timestamp: -1, leader_epoch: epoch }),
-                ts if ts < 0 => Err(Failure::new(ErrorCode::INVALID_REQUEST, format!("unsupported timestamp {ts}"))),
+                -1 => Ok(OffsetAnswer {
+                    offset: log.high_watermark().0,
+                    timestamp: -1,
+                    leader_epoch: epoch,
+                }),
+                -2 => Ok(OffsetAnswer {
+                    offset: log.log_start_offset().0,
+                    timestamp: -1,
+                    leader_epoch: epoch,
+                }),
+                ts if ts < 0 => Err(Failure::new(
+                    ErrorCode::INVALID_REQUEST,
+                    format!("unsupported timestamp {ts}"),
+                )),
                 ts => match log.offset_for_timestamp(ts).await {
-                    Ok(Some(found)) => {
-                        Ok(OffsetAnswer { offset: found.offset.0, timestamp: found.timestamp, leader_epoch: epoch })
-                    }
-                    Ok(None) => Ok(OffsetAnswer { offset: -1, timestamp: -1, leader_epoch: -1 }),
+                    Ok(Some(found)) => Ok(OffsetAnswer {
+                        offset: found.offset.0,
+                        timestamp: found.timestamp,
+                        leader_epoch: epoch,
+                    }),
+                    Ok(None) => Ok(OffsetAnswer {
+                        offset: -1,
+                        timestamp: -1,
+                        leader_epoch: -1,
+                    }),
                     Err(e) => Err(Failure::new(error_codes::engine(&e), e.to_string())),
                 },
             };
@@ -260,7 +300,9 @@ impl Shard {
             parts
                 .values()
                 .filter(|p| match meta.topic(&p.tp.topic) {
-                    Some(t) => t.id != p.topic_id || p.tp.partition.0 as usize >= t.partitions.len(),
+                    Some(t) => {
+                        t.id != p.topic_id || p.tp.partition.0 as usize >= t.partitions.len()
+                    }
                     None => true,
                 })
                 .cloned()
@@ -282,12 +324,22 @@ impl Shard {
                 if metadata::owner(pm.shard, self.shard_count) != self.id {
                     continue;
                 }
-                let tp = TopicPartition { topic: topic.name.clone(), partition: PartitionId(index as i32) };
+                let tp = TopicPartition {
+                    topic: topic.name.clone(),
+                    partition: PartitionId(index as i32),
+                };
                 if self.partitions.borrow().contains_key(&tp) {
                     continue;
                 }
                 let config = metadata::log_config(topic, &self.config);
-                let opened = Partition::open(&self.config.data_dir, tp.clone(), topic.id, LeaderEpoch(pm.leader_epoch), config).await;
+                let opened = Partition::open(
+                    &self.config.data_dir,
+                    tp.clone(),
+                    topic.id,
+                    LeaderEpoch(pm.leader_epoch),
+                    config,
+                )
+                .await;
                 match opened {
                     Ok(p) => {
                         self.partitions.borrow_mut().insert(tp, Rc::new(p));
@@ -306,7 +358,13 @@ impl Shard {
     /// Sends `meta` to every shard (this one included) and waits for all.
     pub async fn broadcast_metadata(self: &Rc<Self>, meta: Arc<ClusterMeta>) -> Result<()> {
         let calls = (0..self.shard_count)
-            .map(|s| self.call(ShardId(s as u16), ShardRequest::ApplyMetadata(meta.clone()), ADMIN_CALL_TIMEOUT))
+            .map(|s| {
+                self.call(
+                    ShardId(s as u16),
+                    ShardRequest::ApplyMetadata(meta.clone()),
+                    ADMIN_CALL_TIMEOUT,
+                )
+            })
             .collect();
         for answer in join_all(calls).await {
             match answer? {
@@ -322,7 +380,12 @@ impl Shard {
 
     /// Closes every log after its queued writes; used at shutdown.
     pub async fn close_partitions(&self) {
-        let parts: Vec<Rc<Partition>> = self.partitions.borrow_mut().drain().map(|(_, p)| p).collect();
+        let parts: Vec<Rc<Partition>> = self
+            .partitions
+            .borrow_mut()
+            .drain()
+            .map(|(_, p)| p)
+            .collect();
         for p in parts {
             if let Err(e) = p.log.close().await {
                 tracing::error!(partition = %p.tp, error = %e, "closing log failed");

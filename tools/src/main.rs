@@ -11,8 +11,17 @@ use clap::{Parser, Subcommand};
 use sluice_shards::ids::NodeId;
 use sluice_shards::BrokerConfig;
 
+mod alloc;
+
+#[global_allocator]
+static ALLOCATOR: alloc::LazyLargeAlloc = alloc::LazyLargeAlloc;
+
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "A Kafka-compatible event-streaming broker")]
+#[command(
+    name = "sluice",
+    version,
+    about = "A Kafka-compatible event-streaming broker"
+)]
 struct Cli {
     /// Log filter (error, warn, info, debug, trace or a tracing directive); RUST_LOG if unset.
     #[arg(long, global = true)]
@@ -55,14 +64,19 @@ fn init_logging(level: Option<&str>) {
         None => tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
     };
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn broker_config(args: &BrokerArgs) -> anyhow::Result<BrokerConfig> {
     let mut config = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            toml::from_str::<BrokerConfig>(&text).with_context(|| format!("parsing {}", path.display()))?
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str::<BrokerConfig>(&text)
+                .with_context(|| format!("parsing {}", path.display()))?
         }
         None => BrokerConfig::default(),
     };

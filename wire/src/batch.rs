@@ -69,7 +69,10 @@ impl BatchHeader {
     /// Reads a header from the start of `buf`, checking length and magic.
     pub fn parse(buf: &[u8]) -> Result<BatchHeader, DecodeError> {
         if buf.len() < HEADER_BYTES {
-            return Err(DecodeError::BatchTruncated { needed: HEADER_BYTES, available: buf.len() });
+            return Err(DecodeError::BatchTruncated {
+                needed: HEADER_BYTES,
+                available: buf.len(),
+            });
         }
         let mut b = &buf[..HEADER_BYTES];
         let header = BatchHeader {
@@ -136,7 +139,10 @@ pub fn split(records: &Bytes) -> Result<Vec<(BatchHeader, Bytes)>, DecodeError> 
         let len = header.total_len();
         let available = records.len() - pos;
         if len > available {
-            return Err(DecodeError::BatchTruncated { needed: len, available });
+            return Err(DecodeError::BatchTruncated {
+                needed: len,
+                available,
+            });
         }
         out.push((header, records.slice(pos..pos + len)));
         pos += len;

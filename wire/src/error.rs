@@ -27,8 +27,14 @@ pub enum DecodeError {
 
 impl DecodeError {
     /// Wraps an error of the schema codec with what was being decoded.
-    pub fn malformed(what: &'static str, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
-        DecodeError::Malformed { what, source: source.into() }
+    pub fn malformed(
+        what: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        DecodeError::Malformed {
+            what,
+            source: source.into(),
+        }
     }
 }
 

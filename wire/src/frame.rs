@@ -66,12 +66,17 @@ pub struct RequestFrame {
 /// Decodes the request header of a whole frame (without its size prefix).
 pub fn decode_request(mut frame: Bytes) -> Result<RequestFrame, DecodeError> {
     let prefix = RequestPrefix::peek(&frame)?;
-    let api_key =
-        ApiKey::try_from(prefix.api_key).map_err(|()| DecodeError::UnknownApiKey(prefix.api_key))?;
+    let api_key = ApiKey::try_from(prefix.api_key)
+        .map_err(|()| DecodeError::UnknownApiKey(prefix.api_key))?;
     let header_version = api_key.request_header_version(prefix.api_version.0);
     let header = RequestHeader::decode(&mut frame, header_version)
         .map_err(|e| DecodeError::malformed("request header", e))?;
-    Ok(RequestFrame { api_key, api_version: prefix.api_version, header, body: frame })
+    Ok(RequestFrame {
+        api_key,
+        api_version: prefix.api_version,
+        header,
+        body: frame,
+    })
 }
 
 /// Encodes a whole response frame: size prefix, response header and body.
@@ -98,13 +103,17 @@ pub fn encode_response<R: Encodable>(
     header
         .encode(&mut out, header_version)
         .map_err(|e| DecodeError::malformed("response header", e))?;
-    body.encode(&mut out, api_version.0).map_err(|e| DecodeError::malformed("response body", e))?;
+    body.encode(&mut out, api_version.0)
+        .map_err(|e| DecodeError::malformed("response body", e))?;
     debug_assert_eq!(out.len(), FRAME_PREFIX_BYTES + header_len + body_len);
     Ok(out.freeze())
 }
 
 /// Encodes a whole request frame, for clients such as the load generator.
-pub fn encode_request<R: Encodable>(header: &RequestHeader, body: &R) -> Result<Bytes, DecodeError> {
+pub fn encode_request<R: Encodable>(
+    header: &RequestHeader,
+    body: &R,
+) -> Result<Bytes, DecodeError> {
     let api_key = ApiKey::try_from(header.request_api_key)
         .map_err(|()| DecodeError::UnknownApiKey(header.request_api_key))?;
     let header_version = api_key.request_header_version(header.request_api_version);
@@ -112,14 +121,16 @@ pub fn encode_request<R: Encodable>(header: &RequestHeader, body: &R) -> Result<
     let header_len = header
         .compute_size(header_version)
         .map_err(|e| DecodeError::malformed("request header", e))?;
-    let body_len =
-        body.compute_size(version).map_err(|e| DecodeError::malformed("request body", e))?;
+    let body_len = body
+        .compute_size(version)
+        .map_err(|e| DecodeError::malformed("request body", e))?;
     let mut out = BytesMut::with_capacity(FRAME_PREFIX_BYTES + header_len + body_len);
     out.put_i32((header_len + body_len) as i32);
     header
         .encode(&mut out, header_version)
         .map_err(|e| DecodeError::malformed("request header", e))?;
-    body.encode(&mut out, version).map_err(|e| DecodeError::malformed("request body", e))?;
+    body.encode(&mut out, version)
+        .map_err(|e| DecodeError::malformed("request body", e))?;
     Ok(out.freeze())
 }
 
@@ -132,7 +143,7 @@ pub fn decode_response<R: Decodable>(
     let header_version = api_key.response_header_version(api_version.0);
     let header = ResponseHeader::decode(&mut frame, header_version)
         .map_err(|e| DecodeError::malformed("response header", e))?;
-    let body =
-        R::decode(&mut frame, api_version.0).map_err(|e| DecodeError::malformed("response body", e))?;
+    let body = R::decode(&mut frame, api_version.0)
+        .map_err(|e| DecodeError::malformed("response body", e))?;
     Ok((header.correlation_id, body))
 }

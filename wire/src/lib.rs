@@ -14,6 +14,7 @@
 pub mod batch;
 pub mod error;
 pub mod frame;
+pub mod records;
 
 pub use error::{DecodeError, ErrorCode};
 pub use kafka_protocol as kafka;

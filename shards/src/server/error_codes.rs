@@ -33,9 +33,13 @@ pub fn broker(e: &Error) -> ErrorCode {
 pub fn decode(e: &sluice_wire::DecodeError) -> ErrorCode {
     use sluice_wire::DecodeError as D;
     match e {
-        D::BatchTruncated { .. } | D::BatchLength(_) | D::BatchRecordCount(_) => ErrorCode::CORRUPT_MESSAGE,
+        D::BatchTruncated { .. } | D::BatchLength(_) | D::BatchRecordCount(_) => {
+            ErrorCode::CORRUPT_MESSAGE
+        }
         D::BatchMagic(_) => ErrorCode::UNSUPPORTED_FOR_MESSAGE_FORMAT,
         D::FrameTooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
-        D::FrameTooShort(_) | D::UnknownApiKey(_) | D::Malformed { .. } => ErrorCode::INVALID_REQUEST,
+        D::FrameTooShort(_) | D::UnknownApiKey(_) | D::Malformed { .. } => {
+            ErrorCode::INVALID_REQUEST
+        }
     }
 }

@@ -72,7 +72,11 @@ enum Closed {
     Io(std::io::Error),
 }
 
-async fn read_exact_or_stop(shard: &Shard, stream: &mut TcpStream, buf: &mut [u8]) -> Result<(), Closed> {
+async fn read_exact_or_stop(
+    shard: &Shard,
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+) -> Result<(), Closed> {
     let outcome = select_first(vec![
         Box::pin(async { Some(stream.read_exact(buf).await) }),
         Box::pin(async {
@@ -90,7 +94,10 @@ async fn read_exact_or_stop(shard: &Shard, stream: &mut TcpStream, buf: &mut [u8
     }
 }
 
-async fn read_frame(shard: &Shard, stream: &mut TcpStream) -> Result<Result<Bytes, sluice_wire::DecodeError>, Closed> {
+async fn read_frame(
+    shard: &Shard,
+    stream: &mut TcpStream,
+) -> Result<Result<Bytes, sluice_wire::DecodeError>, Closed> {
     let mut prefix = [0u8; FRAME_PREFIX_BYTES];
     read_exact_or_stop(shard, stream, &mut prefix).await?;
     let len = match frame::frame_len(prefix, shard.config.socket_request_max_bytes) {
@@ -108,7 +115,10 @@ async fn read_frame(shard: &Shard, stream: &mut TcpStream) -> Result<Result<Byte
 }
 
 async fn serve_connection(shard: &Rc<Shard>, mut stream: TcpStream) {
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "unknown".into());
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "unknown".into());
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "TCP_NODELAY refused");
     }

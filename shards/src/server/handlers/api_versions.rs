@@ -16,11 +16,20 @@ pub const VERSIONS: Versions = Versions { min: 0, max: 3 };
 fn table() -> Vec<ApiVersion> {
     SUPPORTED
         .iter()
-        .map(|(key, v)| ApiVersion::default().with_api_key(*key as i16).with_min_version(v.min).with_max_version(v.max))
+        .map(|(key, v)| {
+            ApiVersion::default()
+                .with_api_key(*key as i16)
+                .with_min_version(v.min)
+                .with_max_version(v.max)
+        })
         .collect()
 }
 
-pub async fn handle(_shard: &Rc<Shard>, _ctx: &RequestContext, _request: ApiVersionsRequest) -> Option<ApiVersionsResponse> {
+pub async fn handle(
+    _shard: &Rc<Shard>,
+    _ctx: &RequestContext,
+    _request: ApiVersionsRequest,
+) -> Option<ApiVersionsResponse> {
     Some(ApiVersionsResponse::default().with_api_keys(table()))
 }
 
@@ -31,5 +40,10 @@ pub fn unsupported_version(correlation_id: i32) -> Result<Bytes, DecodeError> {
     let response = ApiVersionsResponse::default()
         .with_error_code(ErrorCode::UNSUPPORTED_VERSION.0)
         .with_api_keys(table());
-    encode_response(ApiKey::ApiVersions, sluice_wire::ApiVersion(0), correlation_id, &response)
+    encode_response(
+        ApiKey::ApiVersions,
+        sluice_wire::ApiVersion(0),
+        correlation_id,
+        &response,
+    )
 }

@@ -11,29 +11,43 @@ use crate::shard::Shard;
 
 pub const VERSIONS: Versions = Versions { min: 0, max: 3 };
 
-pub async fn handle(shard: &Rc<Shard>, _ctx: &RequestContext, request: CreatePartitionsRequest) -> Option<CreatePartitionsResponse> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    _ctx: &RequestContext,
+    request: CreatePartitionsRequest,
+) -> Option<CreatePartitionsResponse> {
     let topics: Vec<NewPartitions> = request
         .topics
         .iter()
         .map(|t| NewPartitions {
             topic: t.name.0.to_string(),
             count: t.count,
-            assignments: t
-                .assignments
-                .as_ref()
-                .map(|a| a.iter().map(|x| x.broker_ids.iter().map(|b| b.0).collect()).collect()),
+            assignments: t.assignments.as_ref().map(|a| {
+                a.iter()
+                    .map(|x| x.broker_ids.iter().map(|b| b.0).collect())
+                    .collect()
+            }),
         })
         .collect();
     let names = topics.iter().map(|t| t.topic.clone()).collect();
-    let outcomes =
-        ask_controller(shard, AdminRequest::CreatePartitions { topics, validate_only: request.validate_only }, names).await;
+    let outcomes = ask_controller(
+        shard,
+        AdminRequest::CreatePartitions {
+            topics,
+            validate_only: request.validate_only,
+        },
+        names,
+    )
+    .await;
     let results = outcomes
         .into_iter()
         .map(|o| {
             let r = CreatePartitionsTopicResult::default().with_name(topic_name(&o.name));
             match o.result {
                 Ok(_) => r,
-                Err(f) => r.with_error_code(f.code.0).with_error_message(Some(str_bytes(&f.message))),
+                Err(f) => r
+                    .with_error_code(f.code.0)
+                    .with_error_message(Some(str_bytes(&f.message))),
             }
         })
         .collect();

@@ -2,7 +2,9 @@
 
 use std::rc::Rc;
 
-use sluice_wire::kafka::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use sluice_wire::kafka::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use sluice_wire::kafka::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use sluice_wire::Uuid;
 
@@ -18,7 +20,11 @@ pub const SOURCE_DYNAMIC_TOPIC: i8 = 1;
 pub const SOURCE_STATIC_BROKER: i8 = 4;
 pub const SOURCE_DEFAULT: i8 = 5;
 
-pub async fn handle(shard: &Rc<Shard>, _ctx: &RequestContext, request: CreateTopicsRequest) -> Option<CreateTopicsResponse> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    _ctx: &RequestContext,
+    request: CreateTopicsRequest,
+) -> Option<CreateTopicsResponse> {
     let topics: Vec<NewTopic> = request
         .topics
         .iter()
@@ -29,14 +35,30 @@ pub async fn handle(shard: &Rc<Shard>, _ctx: &RequestContext, request: CreateTop
             assignments: t
                 .assignments
                 .iter()
-                .map(|a| (a.partition_index, a.broker_ids.iter().map(|b| b.0).collect()))
+                .map(|a| {
+                    (
+                        a.partition_index,
+                        a.broker_ids.iter().map(|b| b.0).collect(),
+                    )
+                })
                 .collect(),
-            configs: t.configs.iter().map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string()))).collect(),
+            configs: t
+                .configs
+                .iter()
+                .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
+                .collect(),
         })
         .collect();
     let names = topics.iter().map(|t| t.name.clone()).collect();
-    let outcomes =
-        ask_controller(shard, AdminRequest::CreateTopics { topics, validate_only: request.validate_only }, names).await;
+    let outcomes = ask_controller(
+        shard,
+        AdminRequest::CreateTopics {
+            topics,
+            validate_only: request.validate_only,
+        },
+        names,
+    )
+    .await;
     let results = outcomes
         .into_iter()
         .map(|o| {
@@ -46,10 +68,17 @@ pub async fn handle(shard: &Rc<Shard>, _ctx: &RequestContext, request: CreateTop
                     let configs = TOPIC_CONFIGS
                         .iter()
                         .map(|def| {
-                            let source = if meta.configs.contains_key(def.name) { SOURCE_DYNAMIC_TOPIC } else { SOURCE_DEFAULT };
+                            let source = if meta.configs.contains_key(def.name) {
+                                SOURCE_DYNAMIC_TOPIC
+                            } else {
+                                SOURCE_DEFAULT
+                            };
                             CreatableTopicConfigs::default()
                                 .with_name(str_bytes(def.name))
-                                .with_value(effective_config(&meta, &shard.config, def.name).map(|v| str_bytes(&v)))
+                                .with_value(
+                                    effective_config(&meta, &shard.config, def.name)
+                                        .map(|v| str_bytes(&v)),
+                                )
                                 .with_config_source(source)
                         })
                         .collect();

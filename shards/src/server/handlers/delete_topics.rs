@@ -13,7 +13,11 @@ use crate::shard::Shard;
 
 pub const VERSIONS: Versions = Versions { min: 1, max: 6 };
 
-pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: DeleteTopicsRequest) -> Option<DeleteTopicsResponse> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    ctx: &RequestContext,
+    request: DeleteTopicsRequest,
+) -> Option<DeleteTopicsResponse> {
     let meta = shard.meta();
     let mut responses = Vec::new();
     let mut names = Vec::new();
@@ -29,14 +33,23 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: DeleteTopi
                             .with_error_code(ErrorCode::UNKNOWN_TOPIC_ID.0),
                     ),
                 },
-                (None, true) => responses.push(DeletableTopicResult::default().with_error_code(ErrorCode::INVALID_REQUEST.0)),
+                (None, true) => responses.push(
+                    DeletableTopicResult::default().with_error_code(ErrorCode::INVALID_REQUEST.0),
+                ),
             }
         }
     } else {
         names.extend(request.topic_names.iter().map(|n| n.0.to_string()));
     }
     if !names.is_empty() {
-        let outcomes = ask_controller(shard, AdminRequest::DeleteTopics { names: names.clone() }, names).await;
+        let outcomes = ask_controller(
+            shard,
+            AdminRequest::DeleteTopics {
+                names: names.clone(),
+            },
+            names,
+        )
+        .await;
         for o in outcomes {
             let r = DeletableTopicResult::default().with_name(Some(topic_name(&o.name)));
             responses.push(match o.result {
@@ -44,7 +57,9 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: DeleteTopi
                     tracing::info!(topic = %o.name, "deleted topic");
                     r.with_topic_id(Uuid::from_bytes(meta.id.0))
                 }
-                Err(f) => r.with_error_code(f.code.0).with_error_message(Some(str_bytes(&f.message))),
+                Err(f) => r
+                    .with_error_code(f.code.0)
+                    .with_error_message(Some(str_bytes(&f.message))),
             });
         }
     }

@@ -39,7 +39,11 @@ struct Wanted {
     owner: Result<ShardId, Failure>,
 }
 
-pub async fn handle(shard: &Rc<Shard>, _ctx: &RequestContext, request: FetchRequest) -> Option<FetchResponse> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    _ctx: &RequestContext,
+    request: FetchRequest,
+) -> Option<FetchResponse> {
     if request.session_id != 0 {
         // This broker never hands out sessions, so an incremental fetch names
         // one it does not know; the client then starts over with a full fetch.
@@ -48,7 +52,11 @@ pub async fn handle(shard: &Rc<Shard>, _ctx: &RequestContext, request: FetchRequ
     let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(FETCH_WAIT_MAX);
     let deadline = Instant::now() + wait;
     let min_bytes = request.min_bytes.max(0) as usize;
-    let response_bytes_max = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
+    let response_bytes_max = if request.max_bytes <= 0 {
+        usize::MAX
+    } else {
+        request.max_bytes as usize
+    };
     let read_committed = request.isolation_level == 1;
     let meta = shard.meta();
     let mut wanted = Vec::new();
@@ -57,12 +65,23 @@ pub async fn handle(shard: &Rc<Shard>, _ctx: &RequestContext, request: FetchRequ
         let name = topic.topic.0.to_string();
         let mut slots = Vec::new();
         for p in &topic.partitions {
-            let tp = TopicPartition { topic: name.clone(), partition: PartitionId(p.partition) };
+            let tp = TopicPartition {
+                topic: name.clone(),
+                partition: PartitionId(p.partition),
+            };
             let owner = shard.owner_of(&meta, &name, tp.partition).ok_or_else(|| {
-                Failure::new(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("{tp} does not exist"))
+                Failure::new(
+                    ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                    format!("{tp} does not exist"),
+                )
             });
             slots.push(wanted.len());
-            wanted.push(Wanted { tp, offset: p.fetch_offset, max_bytes: p.partition_max_bytes.max(0) as usize, owner });
+            wanted.push(Wanted {
+                tp,
+                offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes.max(0) as usize,
+                owner,
+            });
         }
         layout.push((name, slots));
     }
@@ -71,7 +90,10 @@ pub async fn handle(shard: &Rc<Shard>, _ctx: &RequestContext, request: FetchRequ
     let results = loop {
         let mut results = read_all(shard, &wanted).await;
         trim_to(&mut results, response_bytes_max);
-        let bytes: usize = results.iter().map(|r| r.as_ref().map_or(0, |f| f.records.len())).sum();
+        let bytes: usize = results
+            .iter()
+            .map(|r| r.as_ref().map_or(0, |f| f.records.len()))
+            .sum();
         let errors = results.iter().any(|r| r.is_err());
         let now = Instant::now();
         if bytes >= min_bytes.max(1) || errors || now >= deadline || shard.is_stopping() {
@@ -92,7 +114,8 @@ pub async fn handle(shard: &Rc<Shard>, _ctx: &RequestContext, request: FetchRequ
             break results;
         }
     };
-    let mut results: Vec<Option<PartitionResult<Fetched>>> = results.into_iter().map(Some).collect();
+    let mut results: Vec<Option<PartitionResult<Fetched>>> =
+        results.into_iter().map(Some).collect();
     let responses = layout
         .into_iter()
         .map(|(name, slots)| {
@@ -106,7 +129,11 @@ pub async fn handle(shard: &Rc<Shard>, _ctx: &RequestContext, request: FetchRequ
                             .with_high_watermark(f.high_watermark)
                             .with_last_stable_offset(f.high_watermark)
                             .with_log_start_offset(f.log_start_offset)
-                            .with_aborted_transactions(if read_committed { Some(Vec::new()) } else { None })
+                            .with_aborted_transactions(if read_committed {
+                                Some(Vec::new())
+                            } else {
+                                None
+                            })
                             .with_records(Some(f.records)),
                         Err(e) => d
                             .with_error_code(e.code.0)
@@ -117,7 +144,9 @@ pub async fn handle(shard: &Rc<Shard>, _ctx: &RequestContext, request: FetchRequ
                     }
                 })
                 .collect();
-            FetchableTopicResponse::default().with_topic(topic_name(&name)).with_partitions(partitions)
+            FetchableTopicResponse::default()
+                .with_topic(topic_name(&name))
+                .with_partitions(partitions)
         })
         .collect();
     Some(FetchResponse::default().with_responses(responses))
@@ -149,14 +178,20 @@ async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted]) -> Vec<PartitionResult<F
                 }
                 by_shard.entry(*owner).or_default().push((
                     slot,
-                    FetchPartition { tp: w.tp.clone(), offset: w.offset, max_bytes: w.max_bytes },
+                    FetchPartition {
+                        tp: w.tp.clone(),
+                        offset: w.offset,
+                        max_bytes: w.max_bytes,
+                    },
                 ));
                 results.push(None);
             }
             Err(f) => results.push(Some(Err(f.clone()))),
         }
     }
-    let calls: Vec<Pin<Box<dyn Future<Output = (Vec<usize>, Vec<PartitionResult<Fetched>>)> + '_>>> = by_shard
+    let calls: Vec<
+        Pin<Box<dyn Future<Output = (Vec<usize>, Vec<PartitionResult<Fetched>>)> + '_>>,
+    > = by_shard
         .into_iter()
         .map(|(owner, parts)| {
             let fut: Pin<Box<dyn Future<Output = _>>> = Box::pin(async move {
@@ -166,7 +201,9 @@ async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted]) -> Vec<PartitionResult<F
                 let answers = match shard.call(owner, request, SHARD_CALL_TIMEOUT).await {
                     Ok(ShardResponse::Fetch(answers)) => answers,
                     Ok(other) => panic!("fetch answered with {other:?}"),
-                    Err(e) => vec![Err(Failure::new(error_codes::broker(&e), e.to_string())); count],
+                    Err(e) => {
+                        vec![Err(Failure::new(error_codes::broker(&e), e.to_string())); count]
+                    }
                 };
                 assert_eq!(answers.len(), count, "one answer per partition");
                 (slots, answers)
@@ -183,9 +220,11 @@ async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted]) -> Vec<PartitionResult<F
         .into_iter()
         .map(|r| match r.expect("every partition answered") {
             // A partition with a zero byte budget gets an empty, error-free answer.
-            Err(f) if f.code == ErrorCode::NONE => {
-                Ok(Fetched { records: Bytes::new(), high_watermark: -1, log_start_offset: -1 })
-            }
+            Err(f) if f.code == ErrorCode::NONE => Ok(Fetched {
+                records: Bytes::new(),
+                high_watermark: -1,
+                log_start_offset: -1,
+            }),
             other => other,
         })
         .collect()
@@ -197,7 +236,10 @@ async fn wait_for_data(shard: &Rc<Shard>, wanted: &[Wanted], seen: &[i64], deadl
     let mut by_shard: BTreeMap<ShardId, Vec<(TopicPartition, i64)>> = BTreeMap::new();
     for (w, hw) in wanted.iter().zip(seen) {
         if let (Ok(owner), true) = (w.owner.as_ref(), *hw != i64::MAX) {
-            by_shard.entry(*owner).or_default().push((w.tp.clone(), *hw));
+            by_shard
+                .entry(*owner)
+                .or_default()
+                .push((w.tp.clone(), *hw));
         }
     }
     let mut waits: Vec<Pin<Box<dyn Future<Output = ()> + '_>>> = by_shard
@@ -209,7 +251,9 @@ async fn wait_for_data(shard: &Rc<Shard>, wanted: &[Wanted], seen: &[i64], deadl
                     Ok(ShardResponse::DataArrived(true)) => {}
                     // No data from this owner: stay pending so another owner,
                     // or the deadline, ends the wait.
-                    Ok(ShardResponse::DataArrived(false)) | Err(_) => std::future::pending::<()>().await,
+                    Ok(ShardResponse::DataArrived(false)) | Err(_) => {
+                        std::future::pending::<()>().await
+                    }
                     Ok(other) => panic!("wait answered with {other:?}"),
                 }
             });

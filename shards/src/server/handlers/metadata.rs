@@ -2,7 +2,9 @@
 
 use std::rc::Rc;
 
-use sluice_wire::kafka::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use sluice_wire::kafka::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use sluice_wire::kafka::messages::{BrokerId, MetadataRequest, MetadataResponse};
 use sluice_wire::{ErrorCode, Uuid};
 
@@ -36,10 +38,17 @@ fn describe(shard: &Shard, t: &TopicMeta) -> MetadataResponseTopic {
 }
 
 fn failed(name: Option<&str>, id: Uuid, code: ErrorCode) -> MetadataResponseTopic {
-    MetadataResponseTopic::default().with_name(name.map(topic_name)).with_topic_id(id).with_error_code(code.0)
+    MetadataResponseTopic::default()
+        .with_name(name.map(topic_name))
+        .with_topic_id(id)
+        .with_error_code(code.0)
 }
 
-pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: MetadataRequest) -> Option<MetadataResponse> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    ctx: &RequestContext,
+    request: MetadataRequest,
+) -> Option<MetadataResponse> {
     // Version 0 asks for every topic with an empty list; later versions with null.
     let wanted = match request.topics {
         Some(list) if !(ctx.version == 0 && list.is_empty()) => Some(list),
@@ -47,10 +56,22 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: MetadataRe
     };
     let allow_create = ctx.version < 4 || request.allow_auto_topic_creation;
     let topics = match wanted {
-        None => shard.meta().topics.values().map(|t| describe(shard, t)).collect(),
+        None => shard
+            .meta()
+            .topics
+            .values()
+            .map(|t| describe(shard, t))
+            .collect(),
         Some(list) => {
-            let names: Vec<String> = list.iter().filter_map(|t| t.name.as_ref().map(|n| n.0.to_string())).collect();
-            let meta = if allow_create { auto_create(shard, names).await } else { shard.meta() };
+            let names: Vec<String> = list
+                .iter()
+                .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+                .collect();
+            let meta = if allow_create {
+                auto_create(shard, names).await
+            } else {
+                shard.meta()
+            };
             list.iter()
                 .map(|t| match &t.name {
                     Some(name) => {
@@ -60,7 +81,11 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: MetadataRe
                             None if topic_name_problem(name).is_some() => {
                                 failed(Some(name), Uuid::nil(), ErrorCode::INVALID_TOPIC_EXCEPTION)
                             }
-                            None => failed(Some(name), Uuid::nil(), ErrorCode::UNKNOWN_TOPIC_OR_PARTITION),
+                            None => failed(
+                                Some(name),
+                                Uuid::nil(),
+                                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                            ),
                         }
                     }
                     None => match meta.topic_by_id(TopicId(*t.topic_id.as_bytes())) {
@@ -75,7 +100,10 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, request: MetadataRe
     let node = BrokerId(shard.config.node_id.0);
     Some(
         MetadataResponse::default()
-            .with_brokers(vec![MetadataResponseBroker::default().with_node_id(node).with_host(str_bytes(host)).with_port(*port)])
+            .with_brokers(vec![MetadataResponseBroker::default()
+                .with_node_id(node)
+                .with_host(str_bytes(host))
+                .with_port(*port)])
             .with_cluster_id(Some(str_bytes(&shard.config.cluster_id)))
             .with_controller_id(node)
             .with_topics(topics),

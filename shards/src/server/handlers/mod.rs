@@ -72,29 +72,52 @@ pub struct RequestContext {
     pub correlation_id: i32,
 }
 
-fn decode<R: Decodable>(what: &'static str, body: &mut Bytes, version: i16) -> Result<R, Disconnect> {
+fn decode<R: Decodable>(
+    what: &'static str,
+    body: &mut Bytes,
+    version: i16,
+) -> Result<R, Disconnect> {
     R::decode(body, version).map_err(|e| Disconnect::Codec(DecodeError::malformed(what, e)))
 }
 
 /// Serves one request; `Ok(None)` means no response is sent (acks=0).
-pub async fn dispatch(shard: &Rc<Shard>, request: RequestFrame) -> Result<Option<Bytes>, Disconnect> {
-    let RequestFrame { api_key, api_version, header, mut body } = request;
+pub async fn dispatch(
+    shard: &Rc<Shard>,
+    request: RequestFrame,
+) -> Result<Option<Bytes>, Disconnect> {
+    let RequestFrame {
+        api_key,
+        api_version,
+        header,
+        mut body,
+    } = request;
     let Some(versions) = versions_of(api_key) else {
         return Err(Disconnect::UnsupportedApi { api: api_key });
     };
     let version = api_version.0;
-    let ctx = RequestContext { version, correlation_id: header.correlation_id };
+    let ctx = RequestContext {
+        version,
+        correlation_id: header.correlation_id,
+    };
     if version < versions.min || version > versions.max {
         if api_key == ApiKey::ApiVersions {
             return Ok(Some(api_versions::unsupported_version(ctx.correlation_id)?));
         }
-        return Err(Disconnect::UnsupportedVersion { api: api_key, version });
+        return Err(Disconnect::UnsupportedVersion {
+            api: api_key,
+            version,
+        });
     }
     macro_rules! serve {
         ($module:ident, $request:ty) => {{
             let request: $request = decode(stringify!($request), &mut body, version)?;
             match $module::handle(shard, &ctx, request).await {
-                Some(response) => Some(encode_response(api_key, api_version, ctx.correlation_id, &response)?),
+                Some(response) => Some(encode_response(
+                    api_key,
+                    api_version,
+                    ctx.correlation_id,
+                    &response,
+                )?),
                 None => None,
             }
         }};
@@ -125,15 +148,25 @@ pub fn topic_name(s: &str) -> TopicName {
 
 /// Sends a topic change to the controller on shard 0 and returns its outcomes;
 /// if shard 0 cannot be reached, every topic fails with the reason.
-pub async fn ask_controller(shard: &Rc<Shard>, request: AdminRequest, names: Vec<String>) -> Vec<TopicOutcome> {
-    match shard.call(ShardId(0), ShardRequest::Admin(request), ADMIN_CALL_TIMEOUT).await {
+pub async fn ask_controller(
+    shard: &Rc<Shard>,
+    request: AdminRequest,
+    names: Vec<String>,
+) -> Vec<TopicOutcome> {
+    match shard
+        .call(ShardId(0), ShardRequest::Admin(request), ADMIN_CALL_TIMEOUT)
+        .await
+    {
         Ok(ShardResponse::Admin(outcomes)) => outcomes,
         Ok(other) => panic!("admin request answered with {other:?}"),
         Err(e) => {
             let code = error_codes::broker(&e);
             names
                 .into_iter()
-                .map(|name| TopicOutcome { name, result: Err(Failure::new(code, e.to_string())) })
+                .map(|name| TopicOutcome {
+                    name,
+                    result: Err(Failure::new(code, e.to_string())),
+                })
                 .collect()
         }
     }
@@ -163,11 +196,24 @@ pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) -> Arc<ClusterMe
             configs: Vec::new(),
         })
         .collect();
-    for outcome in ask_controller(shard, AdminRequest::CreateTopics { topics, validate_only: false }, missing).await {
+    for outcome in ask_controller(
+        shard,
+        AdminRequest::CreateTopics {
+            topics,
+            validate_only: false,
+        },
+        missing,
+    )
+    .await
+    {
         match outcome.result {
-            Ok(t) => tracing::info!(topic = %t.name, partitions = t.partitions.len(), "auto-created topic"),
+            Ok(t) => {
+                tracing::info!(topic = %t.name, partitions = t.partitions.len(), "auto-created topic")
+            }
             Err(f) if f.code == sluice_wire::ErrorCode::TOPIC_ALREADY_EXISTS => {}
-            Err(f) => tracing::warn!(topic = %outcome.name, error = %f.message, "auto-creating topic failed"),
+            Err(f) => {
+                tracing::warn!(topic = %outcome.name, error = %f.message, "auto-creating topic failed")
+            }
         }
     }
     shard.meta()

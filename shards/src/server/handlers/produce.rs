@@ -9,14 +9,18 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 
-use sluice_wire::kafka::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use sluice_wire::kafka::messages::produce_response::{
+    PartitionProduceResponse, TopicProduceResponse,
+};
 use sluice_wire::kafka::messages::{ProduceRequest, ProduceResponse};
 use sluice_wire::ErrorCode;
 
 use super::{auto_create, str_bytes, topic_name, RequestContext, Versions};
 use crate::ids::{PartitionId, ShardId, TopicPartition};
 use crate::join::join_all;
-use crate::mesh::{Appended, Failure, PartitionResult, ProducePartition, ShardRequest, ShardResponse};
+use crate::mesh::{
+    Appended, Failure, PartitionResult, ProducePartition, ShardRequest, ShardResponse,
+};
 use crate::metadata::topic_name_problem;
 use crate::server::error_codes;
 use crate::shard::{Shard, SHARD_CALL_TIMEOUT};
@@ -25,10 +29,18 @@ pub const VERSIONS: Versions = Versions { min: 3, max: 9 };
 
 type Slots = Vec<Option<PartitionResult<Appended>>>;
 
-pub async fn handle(shard: &Rc<Shard>, _ctx: &RequestContext, request: ProduceRequest) -> Option<ProduceResponse> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    _ctx: &RequestContext,
+    request: ProduceRequest,
+) -> Option<ProduceResponse> {
     let acks = request.acks;
     let acks_valid = matches!(acks, -1..=1);
-    let names: Vec<String> = request.topic_data.iter().map(|t| t.name.0.to_string()).collect();
+    let names: Vec<String> = request
+        .topic_data
+        .iter()
+        .map(|t| t.name.0.to_string())
+        .collect();
     let meta = if acks_valid && names.iter().any(|n| shard.meta().topic(n).is_none()) {
         auto_create(shard, names.clone()).await
     } else {
@@ -42,7 +54,10 @@ pub async fn handle(shard: &Rc<Shard>, _ctx: &RequestContext, request: ProduceRe
         for p in topic.partition_data {
             let slot = results.len();
             parts.push((p.index, slot));
-            let tp = TopicPartition { topic: name.clone(), partition: PartitionId(p.index) };
+            let tp = TopicPartition {
+                topic: name.clone(),
+                partition: PartitionId(p.index),
+            };
             let routed = route(shard, &meta, &tp, acks_valid).and_then(|owner| {
                 let records = p.records.unwrap_or_default();
                 if records.is_empty() {
@@ -54,7 +69,10 @@ pub async fn handle(shard: &Rc<Shard>, _ctx: &RequestContext, request: ProduceRe
             });
             match routed {
                 Ok((owner, batches)) => {
-                    by_shard.entry(owner).or_default().push((slot, ProducePartition { tp, batches }));
+                    by_shard
+                        .entry(owner)
+                        .or_default()
+                        .push((slot, ProducePartition { tp, batches }));
                     results.push(None);
                 }
                 Err(f) => results.push(Some(Err(f))),
@@ -62,7 +80,9 @@ pub async fn handle(shard: &Rc<Shard>, _ctx: &RequestContext, request: ProduceRe
         }
         layout.push((name, parts));
     }
-    let calls: Vec<Pin<Box<dyn Future<Output = (Vec<usize>, Vec<PartitionResult<Appended>>)> + '_>>> = by_shard
+    let calls: Vec<
+        Pin<Box<dyn Future<Output = (Vec<usize>, Vec<PartitionResult<Appended>>)> + '_>>,
+    > = by_shard
         .into_iter()
         .map(|(owner, parts)| {
             let fut: Pin<Box<dyn Future<Output = _>>> = Box::pin(async move {
@@ -72,7 +92,9 @@ pub async fn handle(shard: &Rc<Shard>, _ctx: &RequestContext, request: ProduceRe
                 let answers = match shard.call(owner, request, SHARD_CALL_TIMEOUT).await {
                     Ok(ShardResponse::Produce(answers)) => answers,
                     Ok(other) => panic!("produce answered with {other:?}"),
-                    Err(e) => vec![Err(Failure::new(error_codes::broker(&e), e.to_string())); count],
+                    Err(e) => {
+                        vec![Err(Failure::new(error_codes::broker(&e), e.to_string())); count]
+                    }
                 };
                 assert_eq!(answers.len(), count, "one answer per partition");
                 (slots, answers)
@@ -94,9 +116,13 @@ pub async fn handle(shard: &Rc<Shard>, _ctx: &RequestContext, request: ProduceRe
             let partition_responses = parts
                 .into_iter()
                 .map(|(index, slot)| {
-                    let r = PartitionProduceResponse::default().with_index(index).with_log_append_time_ms(-1);
+                    let r = PartitionProduceResponse::default()
+                        .with_index(index)
+                        .with_log_append_time_ms(-1);
                     match results[slot].take().expect("every partition answered") {
-                        Ok(a) => r.with_base_offset(a.base_offset).with_log_start_offset(a.log_start_offset),
+                        Ok(a) => r
+                            .with_base_offset(a.base_offset)
+                            .with_log_start_offset(a.log_start_offset),
                         Err(f) => r
                             .with_error_code(f.code.0)
                             .with_base_offset(-1)
@@ -105,20 +131,35 @@ pub async fn handle(shard: &Rc<Shard>, _ctx: &RequestContext, request: ProduceRe
                     }
                 })
                 .collect();
-            TopicProduceResponse::default().with_name(topic_name(&name)).with_partition_responses(partition_responses)
+            TopicProduceResponse::default()
+                .with_name(topic_name(&name))
+                .with_partition_responses(partition_responses)
         })
         .collect();
     Some(ProduceResponse::default().with_responses(responses))
 }
 
-fn route(shard: &Shard, meta: &crate::metadata::ClusterMeta, tp: &TopicPartition, acks_valid: bool) -> Result<ShardId, Failure> {
+fn route(
+    shard: &Shard,
+    meta: &crate::metadata::ClusterMeta,
+    tp: &TopicPartition,
+    acks_valid: bool,
+) -> Result<ShardId, Failure> {
     if !acks_valid {
-        return Err(Failure::new(ErrorCode::INVALID_REQUIRED_ACKS, "acks must be -1, 0 or 1"));
+        return Err(Failure::new(
+            ErrorCode::INVALID_REQUIRED_ACKS,
+            "acks must be -1, 0 or 1",
+        ));
     }
     if let Some(problem) = topic_name_problem(&tp.topic) {
         return Err(Failure::new(ErrorCode::INVALID_TOPIC_EXCEPTION, problem));
     }
     shard
         .owner_of(meta, &tp.topic, tp.partition)
-        .ok_or_else(|| Failure::new(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("{tp} does not exist")))
+        .ok_or_else(|| {
+            Failure::new(
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("{tp} does not exist"),
+            )
+        })
 }

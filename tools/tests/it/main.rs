@@ -1,0 +1,10 @@
+//! Integration tests: the real `sluice broker` over TCP with real clients
+//! (librdkafka through the `rdkafka` crate, kcat, kafka-python) and with a bare
+//! protocol client for exact error codes and malformed input.
+
+mod clients;
+mod errors;
+mod harness;
+mod records;
+mod robustness;
+mod topics;
