@@ -8,7 +8,7 @@ pub enum Error {
     Storage {
         partition: TopicPartition,
         #[source]
-        source: sluice_engine::Error,
+        source: Box<sluice_engine::Error>,
     },
     #[error("{0}: unknown topic or partition")]
     UnknownTopicOrPartition(TopicPartition),

@@ -30,7 +30,7 @@ impl Partition {
             .await
             .map_err(|source| Error::Storage {
                 partition: tp.clone(),
-                source,
+                source: Box::new(source),
             })?;
         Ok(Partition {
             tp,

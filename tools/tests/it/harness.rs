@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -50,10 +50,6 @@ impl Broker {
         };
         b.launch();
         b
-    }
-
-    pub fn dir(&self) -> &Path {
-        self._tmp.as_ref().expect("temp dir").path()
     }
 
     fn launch(&mut self) {

@@ -5,6 +5,7 @@
 mod clients;
 mod errors;
 mod harness;
+mod layout;
 mod records;
 mod robustness;
 mod topics;

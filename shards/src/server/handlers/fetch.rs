@@ -18,11 +18,10 @@ use sluice_wire::kafka::messages::fetch_response::{FetchableTopicResponse, Parti
 use sluice_wire::kafka::messages::{FetchRequest, FetchResponse};
 use sluice_wire::ErrorCode;
 
-use super::{topic_name, RequestContext, Versions};
+use super::{scatter, topic_name, RequestContext, Versions};
 use crate::ids::{PartitionId, ShardId, TopicPartition};
-use crate::join::{join_all, select_first};
+use crate::join::select_first;
 use crate::mesh::{Failure, FetchPartition, Fetched, PartitionResult, ShardRequest, ShardResponse};
-use crate::server::error_codes;
 use crate::shard::{Shard, SHARD_CALL_TIMEOUT};
 
 pub const VERSIONS: Versions = Versions { min: 4, max: 12 };
@@ -189,33 +188,17 @@ async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted]) -> Vec<PartitionResult<F
             Err(f) => results.push(Some(Err(f.clone()))),
         }
     }
-    let calls: Vec<
-        Pin<Box<dyn Future<Output = (Vec<usize>, Vec<PartitionResult<Fetched>>)> + '_>>,
-    > = by_shard
-        .into_iter()
-        .map(|(owner, parts)| {
-            let fut: Pin<Box<dyn Future<Output = _>>> = Box::pin(async move {
-                let slots: Vec<usize> = parts.iter().map(|(s, _)| *s).collect();
-                let count = slots.len();
-                let request = ShardRequest::Fetch(parts.into_iter().map(|(_, p)| p).collect());
-                let answers = match shard.call(owner, request, SHARD_CALL_TIMEOUT).await {
-                    Ok(ShardResponse::Fetch(answers)) => answers,
-                    Ok(other) => panic!("fetch answered with {other:?}"),
-                    Err(e) => {
-                        vec![Err(Failure::new(error_codes::broker(&e), e.to_string())); count]
-                    }
-                };
-                assert_eq!(answers.len(), count, "one answer per partition");
-                (slots, answers)
-            });
-            fut
-        })
-        .collect();
-    for (slots, answers) in join_all(calls).await {
-        for (slot, answer) in slots.into_iter().zip(answers) {
-            results[slot] = Some(answer);
-        }
-    }
+    scatter(
+        shard,
+        by_shard,
+        &mut results,
+        ShardRequest::Fetch,
+        |r| match r {
+            ShardResponse::Fetch(a) => Some(a),
+            _ => None,
+        },
+    )
+    .await;
     results
         .into_iter()
         .map(|r| match r.expect("every partition answered") {

@@ -1,8 +1,6 @@
 //! ListOffsets: earliest (-2), latest (-1) or the first offset at a timestamp.
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
 
 use sluice_wire::kafka::messages::list_offsets_response::{
@@ -11,14 +9,12 @@ use sluice_wire::kafka::messages::list_offsets_response::{
 use sluice_wire::kafka::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use sluice_wire::ErrorCode;
 
-use super::{topic_name, RequestContext, Versions};
+use super::{scatter, topic_name, RequestContext, Versions};
 use crate::ids::{PartitionId, ShardId, TopicPartition};
-use crate::join::join_all;
 use crate::mesh::{
     Failure, OffsetAnswer, OffsetQuery, PartitionResult, ShardRequest, ShardResponse,
 };
-use crate::server::error_codes;
-use crate::shard::{Shard, SHARD_CALL_TIMEOUT};
+use crate::shard::Shard;
 
 pub const VERSIONS: Versions = Versions { min: 1, max: 6 };
 
@@ -60,34 +56,17 @@ pub async fn handle(
         }
         layout.push((name, parts));
     }
-    let calls: Vec<
-        Pin<Box<dyn Future<Output = (Vec<usize>, Vec<PartitionResult<OffsetAnswer>>)> + '_>>,
-    > = by_shard
-        .into_iter()
-        .map(|(owner, queries)| {
-            let fut: Pin<Box<dyn Future<Output = _>>> = Box::pin(async move {
-                let slots: Vec<usize> = queries.iter().map(|(s, _)| *s).collect();
-                let count = slots.len();
-                let request =
-                    ShardRequest::ListOffsets(queries.into_iter().map(|(_, q)| q).collect());
-                let answers = match shard.call(owner, request, SHARD_CALL_TIMEOUT).await {
-                    Ok(ShardResponse::ListOffsets(answers)) => answers,
-                    Ok(other) => panic!("list offsets answered with {other:?}"),
-                    Err(e) => {
-                        vec![Err(Failure::new(error_codes::broker(&e), e.to_string())); count]
-                    }
-                };
-                assert_eq!(answers.len(), count, "one answer per partition");
-                (slots, answers)
-            });
-            fut
-        })
-        .collect();
-    for (slots, answers) in join_all(calls).await {
-        for (slot, answer) in slots.into_iter().zip(answers) {
-            results[slot] = Some(answer);
-        }
-    }
+    scatter(
+        shard,
+        by_shard,
+        &mut results,
+        ShardRequest::ListOffsets,
+        |r| match r {
+            ShardResponse::ListOffsets(a) => Some(a),
+            _ => None,
+        },
+    )
+    .await;
     let topics = layout
         .into_iter()
         .map(|(name, parts)| {

@@ -25,11 +25,18 @@ use sluice_wire::kafka::messages::{ApiKey, TopicName};
 use sluice_wire::kafka::protocol::{Decodable, StrBytes};
 use sluice_wire::DecodeError;
 
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+
 use crate::ids::ShardId;
-use crate::mesh::{AdminRequest, Failure, NewTopic, ShardRequest, ShardResponse, TopicOutcome};
+use crate::join::join_all;
+use crate::mesh::{
+    AdminRequest, Failure, NewTopic, PartitionResult, ShardRequest, ShardResponse, TopicOutcome,
+};
 use crate::metadata::{topic_name_problem, ClusterMeta};
 use crate::server::error_codes;
-use crate::shard::{Shard, ADMIN_CALL_TIMEOUT};
+use crate::shard::{Shard, ADMIN_CALL_TIMEOUT, SHARD_CALL_TIMEOUT};
 
 /// Inclusive range of versions of one API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,4 +224,48 @@ pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) -> Arc<ClusterMe
         }
     }
     shard.meta()
+}
+
+/// One owner's share of a request: (slot in the response, item) pairs.
+pub type Shares<T> = BTreeMap<ShardId, Vec<(usize, T)>>;
+
+/// Sends each owning shard its share of a request, all at once, and stores
+/// each answer at its slot. `request` wraps a share into the message for its
+/// owner; `answers` takes the per-item answers out of the owner's response
+/// (`None` if the response is of the wrong kind, which is a bug). If an owner
+/// cannot be reached, each of its items fails with the reason.
+pub async fn scatter<T, A: Clone>(
+    shard: &Rc<Shard>,
+    shares: Shares<T>,
+    slots: &mut [Option<PartitionResult<A>>],
+    request: fn(Vec<T>) -> ShardRequest,
+    answers: fn(ShardResponse) -> Option<Vec<PartitionResult<A>>>,
+) {
+    type Call<'a, A> = Pin<Box<dyn Future<Output = (Vec<usize>, Vec<PartitionResult<A>>)> + 'a>>;
+    let calls: Vec<Call<'_, A>> = shares
+        .into_iter()
+        .map(|(owner, items)| {
+            let call: Call<'_, A> = Box::pin(async move {
+                let indexes: Vec<usize> = items.iter().map(|(i, _)| *i).collect();
+                let count = indexes.len();
+                let message = request(items.into_iter().map(|(_, item)| item).collect());
+                let got = match shard.call(owner, message, SHARD_CALL_TIMEOUT).await {
+                    Ok(response) => {
+                        answers(response).expect("an owner answers in the kind it was asked")
+                    }
+                    Err(e) => {
+                        vec![Err(Failure::new(error_codes::broker(&e), e.to_string())); count]
+                    }
+                };
+                assert_eq!(got.len(), count, "one answer per item");
+                (indexes, got)
+            });
+            call
+        })
+        .collect();
+    for (indexes, got) in join_all(calls).await {
+        for (i, answer) in indexes.into_iter().zip(got) {
+            slots[i] = Some(answer);
+        }
+    }
 }

@@ -5,8 +5,6 @@
 //! before they are written; a partition with a bad batch is rejected whole.
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
 
 use sluice_wire::kafka::messages::produce_response::{
@@ -15,15 +13,14 @@ use sluice_wire::kafka::messages::produce_response::{
 use sluice_wire::kafka::messages::{ProduceRequest, ProduceResponse};
 use sluice_wire::ErrorCode;
 
-use super::{auto_create, str_bytes, topic_name, RequestContext, Versions};
+use super::{auto_create, scatter, str_bytes, topic_name, RequestContext, Versions};
 use crate::ids::{PartitionId, ShardId, TopicPartition};
-use crate::join::join_all;
 use crate::mesh::{
     Appended, Failure, PartitionResult, ProducePartition, ShardRequest, ShardResponse,
 };
 use crate::metadata::topic_name_problem;
 use crate::server::error_codes;
-use crate::shard::{Shard, SHARD_CALL_TIMEOUT};
+use crate::shard::Shard;
 
 pub const VERSIONS: Versions = Versions { min: 3, max: 9 };
 
@@ -80,33 +77,17 @@ pub async fn handle(
         }
         layout.push((name, parts));
     }
-    let calls: Vec<
-        Pin<Box<dyn Future<Output = (Vec<usize>, Vec<PartitionResult<Appended>>)> + '_>>,
-    > = by_shard
-        .into_iter()
-        .map(|(owner, parts)| {
-            let fut: Pin<Box<dyn Future<Output = _>>> = Box::pin(async move {
-                let slots: Vec<usize> = parts.iter().map(|(s, _)| *s).collect();
-                let count = slots.len();
-                let request = ShardRequest::Produce(parts.into_iter().map(|(_, p)| p).collect());
-                let answers = match shard.call(owner, request, SHARD_CALL_TIMEOUT).await {
-                    Ok(ShardResponse::Produce(answers)) => answers,
-                    Ok(other) => panic!("produce answered with {other:?}"),
-                    Err(e) => {
-                        vec![Err(Failure::new(error_codes::broker(&e), e.to_string())); count]
-                    }
-                };
-                assert_eq!(answers.len(), count, "one answer per partition");
-                (slots, answers)
-            });
-            fut
-        })
-        .collect();
-    for (slots, answers) in join_all(calls).await {
-        for (slot, answer) in slots.into_iter().zip(answers) {
-            results[slot] = Some(answer);
-        }
-    }
+    scatter(
+        shard,
+        by_shard,
+        &mut results,
+        ShardRequest::Produce,
+        |r| match r {
+            ShardResponse::Produce(a) => Some(a),
+            _ => None,
+        },
+    )
+    .await;
     if acks == 0 {
         return None;
     }
