@@ -12,6 +12,7 @@
 //! crate, re-exported as [`kafka`].
 
 pub mod batch;
+pub mod compression;
 pub mod error;
 pub mod frame;
 pub mod records;

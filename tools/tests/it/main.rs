@@ -9,3 +9,4 @@ mod layout;
 mod records;
 mod robustness;
 mod topics;
+mod versions;

@@ -20,7 +20,7 @@ pub const VERSIONS: Versions = Versions { min: 1, max: 6 };
 
 pub async fn handle(
     shard: &Rc<Shard>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     request: ListOffsetsRequest,
 ) -> Option<ListOffsetsResponse> {
     let meta = shard.meta();
@@ -75,10 +75,12 @@ pub async fn handle(
                 .map(|(index, slot)| {
                     let r = ListOffsetsPartitionResponse::default().with_partition_index(index);
                     match results[slot].take().expect("every partition answered") {
-                        Ok(a) => r
+                        // The leader epoch is part of the response from version 4 on.
+                        Ok(a) if ctx.version >= 4 => r
                             .with_offset(a.offset)
                             .with_timestamp(a.timestamp)
                             .with_leader_epoch(a.leader_epoch),
+                        Ok(a) => r.with_offset(a.offset).with_timestamp(a.timestamp),
                         Err(f) => r
                             .with_error_code(f.code.0)
                             .with_offset(-1)

@@ -1,0 +1,235 @@
+//! Every served API answers at every version it advertises, on its success
+//! path and on an error path: a field that a version lacks must never be set
+//! in that version's response.
+
+use bytes::Bytes;
+use sluice_wire::kafka::messages::create_partitions_request::CreatePartitionsTopic;
+use sluice_wire::kafka::messages::create_topics_request::CreatableTopic;
+use sluice_wire::kafka::messages::delete_topics_request::DeleteTopicState;
+use sluice_wire::kafka::messages::describe_configs_request::DescribeConfigsResource;
+use sluice_wire::kafka::messages::fetch_request::{FetchPartition, FetchTopic};
+use sluice_wire::kafka::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use sluice_wire::kafka::messages::metadata_request::MetadataRequestTopic;
+use sluice_wire::kafka::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use sluice_wire::kafka::messages::*;
+use sluice_wire::kafka::protocol::StrBytes;
+use sluice_wire::records::{encode_batch, Record};
+use sluice_wire::ErrorCode;
+
+use crate::harness::{Broker, RawClient};
+
+/// The versions ApiVersions advertises for `api`.
+fn advertised(c: &mut RawClient, api: ApiKey) -> std::ops::RangeInclusive<i16> {
+    let resp: ApiVersionsResponse =
+        c.request(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    let k = resp
+        .api_keys
+        .iter()
+        .find(|k| k.api_key == api as i16)
+        .unwrap_or_else(|| panic!("{api:?} advertised"));
+    k.min_version..=k.max_version
+}
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+fn produce_req(topic: &str, partition: i32) -> ProduceRequest {
+    let batch = encode_batch(&[Record {
+        key: None,
+        value: Some(Bytes::from_static(b"v")),
+        headers: vec![],
+        timestamp: 7,
+    }]);
+    ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(5_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(batch))])])
+}
+
+fn fetch_req(topic: &str, partition: i32, offset: i64) -> FetchRequest {
+    FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(name(topic))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)])])
+}
+
+fn list_req(topic: &str, partition: i32, timestamp: i64) -> ListOffsetsRequest {
+    ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(name(topic))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(partition)
+                .with_timestamp(timestamp)])])
+}
+
+#[test]
+fn every_api_answers_at_every_advertised_version() {
+    let broker = Broker::start();
+    let mut c = RawClient::connect(&broker.addr);
+    let create = |c: &mut RawClient, topic: &str, partitions: i32, v: i16| -> i16 {
+        let req = CreateTopicsRequest::default()
+            .with_timeout_ms(5_000)
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(name(topic))
+                .with_num_partitions(partitions)
+                .with_replication_factor(1)]);
+        let resp: CreateTopicsResponse = c.request(ApiKey::CreateTopics, v, &req);
+        resp.topics[0].error_code
+    };
+    for v in advertised(&mut c, ApiKey::CreateTopics) {
+        assert_eq!(
+            create(&mut c, &format!("v{v}"), 2, v),
+            0,
+            "CreateTopics v{v}"
+        );
+        assert_eq!(
+            create(&mut c, &format!("v{v}"), 2, v),
+            ErrorCode::TOPIC_ALREADY_EXISTS.0,
+            "CreateTopics v{v}"
+        );
+    }
+    for v in advertised(&mut c, ApiKey::ApiVersions) {
+        let resp: ApiVersionsResponse =
+            c.request(ApiKey::ApiVersions, v, &ApiVersionsRequest::default());
+        assert_eq!(resp.error_code, 0, "ApiVersions v{v}");
+    }
+    for v in advertised(&mut c, ApiKey::Metadata) {
+        let topics = vec![
+            MetadataRequestTopic::default().with_name(Some(name("v2"))),
+            MetadataRequestTopic::default().with_name(Some(name("bad name"))),
+        ];
+        // Before version 4 a Metadata request always allows auto-creation.
+        let req = MetadataRequest::default()
+            .with_topics(Some(topics))
+            .with_allow_auto_topic_creation(v < 4);
+        let resp: MetadataResponse = c.request(ApiKey::Metadata, v, &req);
+        let codes: Vec<i16> = resp.topics.iter().map(|t| t.error_code).collect();
+        assert_eq!(
+            codes,
+            vec![0, ErrorCode::INVALID_TOPIC_EXCEPTION.0],
+            "Metadata v{v}"
+        );
+        assert_eq!(resp.topics[0].partitions.len(), 2, "Metadata v{v}");
+    }
+    for v in advertised(&mut c, ApiKey::Produce) {
+        let resp: ProduceResponse = c.request(ApiKey::Produce, v, &produce_req("v2", 0));
+        assert_eq!(
+            resp.responses[0].partition_responses[0].error_code, 0,
+            "Produce v{v}"
+        );
+        let resp: ProduceResponse = c.request(ApiKey::Produce, v, &produce_req("v2", 9));
+        assert_eq!(
+            resp.responses[0].partition_responses[0].error_code,
+            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0,
+            "Produce v{v}"
+        );
+    }
+    for v in advertised(&mut c, ApiKey::Fetch) {
+        let resp: FetchResponse = c.request(ApiKey::Fetch, v, &fetch_req("v2", 0, 0));
+        let p = &resp.responses[0].partitions[0];
+        assert_eq!((p.error_code, p.high_watermark), (0, 7), "Fetch v{v}");
+        assert!(!p.records.as_ref().unwrap().is_empty(), "Fetch v{v}");
+        let resp: FetchResponse = c.request(ApiKey::Fetch, v, &fetch_req("v2", 0, 99));
+        assert_eq!(
+            resp.responses[0].partitions[0].error_code,
+            ErrorCode::OFFSET_OUT_OF_RANGE.0,
+            "Fetch v{v}"
+        );
+    }
+    for v in advertised(&mut c, ApiKey::ListOffsets) {
+        for (ts, expected) in [(-2i64, 0i64), (-1, 7), (7, 0)] {
+            let resp: ListOffsetsResponse =
+                c.request(ApiKey::ListOffsets, v, &list_req("v2", 0, ts));
+            let p = &resp.topics[0].partitions[0];
+            assert_eq!(
+                (p.error_code, p.offset),
+                (0, expected),
+                "ListOffsets v{v} at {ts}"
+            );
+        }
+        let resp: ListOffsetsResponse = c.request(ApiKey::ListOffsets, v, &list_req("v2", 5, -1));
+        assert_eq!(
+            resp.topics[0].partitions[0].error_code,
+            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0,
+            "ListOffsets v{v}"
+        );
+    }
+    for v in advertised(&mut c, ApiKey::DescribeConfigs) {
+        let resources = vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("v2")),
+            DescribeConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("nope")),
+            DescribeConfigsResource::default()
+                .with_resource_type(4)
+                .with_resource_name(StrBytes::from_static_str("0")),
+        ];
+        let resp: DescribeConfigsResponse = c.request(
+            ApiKey::DescribeConfigs,
+            v,
+            &DescribeConfigsRequest::default()
+                .with_resources(resources)
+                .with_include_synonyms(true),
+        );
+        let codes: Vec<i16> = resp.results.iter().map(|r| r.error_code).collect();
+        assert_eq!(
+            codes,
+            vec![0, ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0, 0],
+            "DescribeConfigs v{v}"
+        );
+    }
+    for v in advertised(&mut c, ApiKey::CreatePartitions) {
+        let topic = format!("v{}", v + 2);
+        let req = |count| {
+            CreatePartitionsRequest::default()
+                .with_timeout_ms(5_000)
+                .with_topics(vec![CreatePartitionsTopic::default()
+                    .with_name(name(&topic))
+                    .with_count(count)
+                    .with_assignments(None)])
+        };
+        let resp: CreatePartitionsResponse = c.request(ApiKey::CreatePartitions, v, &req(3));
+        assert_eq!(resp.results[0].error_code, 0, "CreatePartitions v{v}");
+        let resp: CreatePartitionsResponse = c.request(ApiKey::CreatePartitions, v, &req(3));
+        assert_eq!(
+            resp.results[0].error_code,
+            ErrorCode::INVALID_PARTITIONS.0,
+            "CreatePartitions v{v}"
+        );
+    }
+    for v in advertised(&mut c, ApiKey::DeleteTopics) {
+        let topic = format!("v{}", v + 1);
+        let req = if v >= 6 {
+            DeleteTopicsRequest::default().with_topics(vec![
+                DeleteTopicState::default().with_name(Some(name(&topic)))
+            ])
+        } else {
+            DeleteTopicsRequest::default().with_topic_names(vec![name(&topic)])
+        };
+        let resp: DeleteTopicsResponse =
+            c.request(ApiKey::DeleteTopics, v, &req.clone().with_timeout_ms(5_000));
+        assert_eq!(resp.responses[0].error_code, 0, "DeleteTopics v{v}");
+        let resp: DeleteTopicsResponse =
+            c.request(ApiKey::DeleteTopics, v, &req.with_timeout_ms(5_000));
+        assert_eq!(
+            resp.responses[0].error_code,
+            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0,
+            "DeleteTopics v{v}"
+        );
+    }
+}
