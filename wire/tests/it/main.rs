@@ -22,7 +22,8 @@ fn uncompressed_librdkafka_batch() {
     assert_eq!(h.last_offset_delta, 2);
     assert_eq!(h.producer_id, -1);
     let records = decode_records(&bytes).unwrap();
-    let kv: Vec<(Option<&[u8]>, Option<&[u8]>, i64)> = records
+    type KeyValueOffset<'a> = (Option<&'a [u8]>, Option<&'a [u8]>, i64);
+    let kv: Vec<KeyValueOffset<'_>> = records
         .iter()
         .map(|r| (r.record.key.as_deref(), r.record.value.as_deref(), r.offset))
         .collect();
