@@ -42,12 +42,12 @@ fn uncompressed_librdkafka_batch() {
 }
 
 #[test]
-fn lz4_librdkafka_batch() {
-    let bytes = captured("librdkafka-2.0-lz4.batch");
+fn zstd_librdkafka_batch() {
+    let bytes = captured("librdkafka-2.0-zstd.batch");
     let h = BatchHeader::parse(&bytes).unwrap();
     assert_eq!(h.total_len(), bytes.len());
     assert_eq!(h.crc, compute_crc(&bytes));
-    assert_eq!(h.compression(), Compression::Lz4);
+    assert_eq!(h.compression(), Compression::Zstd);
     assert_eq!(h.record_count, 3);
     assert!(
         decode_records(&bytes).is_err(),
