@@ -25,8 +25,9 @@ use glommio::{LocalExecutorBuilder, Placement};
 use crate::config::BrokerConfig;
 use crate::controller::Controller;
 use crate::error::{Error, Result};
+use crate::groups::{OFFSETS_TOPIC, TICK_INTERVAL};
 use crate::ids::ShardId;
-use crate::mesh::{self, Mesh, MeshEnds, SHARD_REQUESTS_IN_FLIGHT_MAX};
+use crate::mesh::{self, AdminRequest, Mesh, MeshEnds, NewTopic, SHARD_REQUESTS_IN_FLIGHT_MAX};
 use crate::metadata::{ClusterMeta, MetadataStore};
 use crate::server::{self, SHUTDOWN_DRAIN_TIMEOUT};
 use crate::shard::Shard;
@@ -246,6 +247,10 @@ async fn shard_main(start: ShardStart, ends: MeshEnds) -> Result<()> {
     );
     spawn_mesh_receivers(&shard, inbound);
     spawn_stop_watch(&shard, start.stop.clone());
+    if start.id == ShardId(0) {
+        ensure_offsets_topic(&shard).await?;
+    }
+    spawn_group_ticker(&shard);
     let slots_max = start.config.shard_connections_max as u64;
     let slots = Rc::new(Semaphore::new(slots_max));
     if start.ready_tx.send(Ok(())).is_err() {
@@ -300,6 +305,55 @@ fn spawn_mesh_receivers(shard: &Rc<Shard>, inbound: mesh::Inbound) {
         })
         .detach();
     }
+}
+
+/// Creates the internal `__consumer_offsets` topic on first start.
+async fn ensure_offsets_topic(shard: &Rc<Shard>) -> Result<()> {
+    if shard.meta().topic(OFFSETS_TOPIC).is_some() {
+        return Ok(());
+    }
+    let controller = shard
+        .controller
+        .as_ref()
+        .expect("shard 0 runs the controller");
+    let topic = NewTopic {
+        name: OFFSETS_TOPIC.to_string(),
+        num_partitions: shard.config.offsets_topic_num_partitions,
+        replication_factor: -1,
+        assignments: Vec::new(),
+        configs: vec![("cleanup.policy".to_string(), Some("compact".to_string()))],
+    };
+    let outcomes = controller
+        .handle(
+            shard,
+            AdminRequest::CreateTopics {
+                topics: vec![topic],
+                validate_only: false,
+            },
+        )
+        .await;
+    match outcomes.into_iter().next().map(|o| o.result) {
+        Some(Ok(_)) => Ok(()),
+        Some(Err(f)) => Err(Error::Executor(format!(
+            "creating {OFFSETS_TOPIC}: {}",
+            f.message
+        ))),
+        None => Err(Error::Executor(format!(
+            "creating {OFFSETS_TOPIC}: no answer"
+        ))),
+    }
+}
+
+/// Runs the shard's group timers every `TICK_INTERVAL` until the shard stops.
+fn spawn_group_ticker(shard: &Rc<Shard>) {
+    let shard = shard.clone();
+    glommio::spawn_local(async move {
+        while !shard.is_stopping() {
+            glommio::timer::sleep(TICK_INTERVAL).await;
+            shard.groups.tick(&shard, Instant::now()).await;
+        }
+    })
+    .detach();
 }
 
 /// Watches the process-wide stop flag and turns it into the shard's event.

@@ -41,6 +41,16 @@ pub struct BrokerConfig {
     pub shard_connections_max: usize,
     /// The cluster id reported in Metadata responses.
     pub cluster_id: String,
+    /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets`, fixed at its creation.
+    pub offsets_topic_num_partitions: i32,
+    /// `offsets.retention.minutes`: committed offsets of an empty group live this long.
+    pub offsets_retention_minutes: u64,
+    /// `group.min.session.timeout.ms`
+    pub group_min_session_timeout_ms: u64,
+    /// `group.max.session.timeout.ms`
+    pub group_max_session_timeout_ms: u64,
+    /// `group.initial.rebalance.delay.ms`: how long a new group waits for more members.
+    pub group_initial_rebalance_delay_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -60,6 +70,11 @@ impl Default for BrokerConfig {
             connections_max_idle_ms: 600_000,
             shard_connections_max: 10_000,
             cluster_id: "sluice-cluster".to_string(),
+            offsets_topic_num_partitions: 50,
+            offsets_retention_minutes: 10_080,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_initial_rebalance_delay_ms: 3_000,
         }
     }
 }
@@ -67,5 +82,16 @@ impl Default for BrokerConfig {
 impl BrokerConfig {
     pub fn connections_max_idle(&self) -> Duration {
         Duration::from_millis(self.connections_max_idle_ms)
+    }
+
+    pub fn group_config(&self) -> crate::groups::GroupConfig {
+        crate::groups::GroupConfig {
+            min_session_timeout: Duration::from_millis(self.group_min_session_timeout_ms),
+            max_session_timeout: Duration::from_millis(self.group_max_session_timeout_ms),
+            initial_rebalance_delay: Duration::from_millis(self.group_initial_rebalance_delay_ms),
+            offsets_retention: Duration::from_secs(
+                self.offsets_retention_minutes.saturating_mul(60),
+            ),
+        }
     }
 }

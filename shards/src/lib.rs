@@ -4,6 +4,7 @@
 //! * [`shard`] holds a shard's state and runs work on the partitions it owns.
 //! * [`mesh`] carries typed requests and responses between shards.
 //! * [`controller`] (shard 0) is the one writer of cluster [`metadata`].
+//! * [`groups`] coordinates the consumer groups whose offsets partition a shard owns.
 //! * [`server`] accepts Kafka connections; `server::handlers` has one module
 //!   per Kafka API.
 //!
@@ -17,6 +18,7 @@ pub mod config;
 pub mod controller;
 pub mod error;
 pub mod event;
+pub mod groups;
 pub mod ids;
 pub mod join;
 pub mod mesh;

@@ -149,6 +149,8 @@ pub enum ShardRequest {
     ApplyMetadata(Arc<ClusterMeta>),
     /// Topic lifecycle changes; only shard 0 takes these.
     Admin(AdminRequest),
+    /// Work for the consumer groups this shard coordinates.
+    Group(crate::groups::GroupCall),
 }
 
 #[derive(Debug)]
@@ -159,6 +161,7 @@ pub enum ShardResponse {
     ListOffsets(Vec<PartitionResult<OffsetAnswer>>),
     MetadataApplied(std::result::Result<(), String>),
     Admin(Vec<TopicOutcome>),
+    Group(crate::groups::GroupAnswer),
 }
 
 #[derive(Debug)]

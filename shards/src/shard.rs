@@ -21,6 +21,7 @@ use crate::config::BrokerConfig;
 use crate::controller::Controller;
 use crate::error::{Error, Result};
 use crate::event::Event;
+use crate::groups::{Coordinator, OFFSETS_TOPIC};
 use crate::ids::{PartitionId, ShardId, TopicPartition};
 use crate::join::{join_all, select_first};
 use crate::mesh::{
@@ -51,6 +52,8 @@ pub struct Shard {
     pub stopping: Event,
     /// Present on shard 0 only: the one writer of cluster metadata.
     pub controller: Option<Controller>,
+    /// The consumer groups this shard coordinates.
+    pub groups: Coordinator,
 }
 
 impl Shard {
@@ -66,13 +69,14 @@ impl Shard {
         Shard {
             id,
             shard_count,
-            config,
             advertised,
             meta: RefCell::new(meta),
             partitions: RefCell::new(HashMap::new()),
             mesh,
             data_arrived: Event::default(),
             stopping: Event::default(),
+            groups: Coordinator::new(config.group_config()),
+            config,
             controller,
         }
     }
@@ -99,6 +103,11 @@ impl Shard {
 
     fn partition(&self, tp: &TopicPartition) -> Option<Rc<Partition>> {
         self.partitions.borrow().get(tp).cloned()
+    }
+
+    /// A partition this shard owns, if it exists.
+    pub fn local_partition(&self, tp: &TopicPartition) -> Option<Rc<Partition>> {
+        self.partition(tp)
     }
 
     /// Runs `request` on shard `to`: directly when that is this shard.
@@ -131,6 +140,7 @@ impl Shard {
             ShardRequest::ApplyMetadata(meta) => {
                 ShardResponse::MetadataApplied(self.apply_metadata(meta).await)
             }
+            ShardRequest::Group(call) => ShardResponse::Group(self.groups.handle(self, call).await),
             ShardRequest::Admin(admin) => match &self.controller {
                 Some(controller) => ShardResponse::Admin(controller.handle(self, admin).await),
                 None => panic!(
@@ -342,7 +352,17 @@ impl Shard {
                 .await;
                 match opened {
                     Ok(p) => {
-                        self.partitions.borrow_mut().insert(tp, Rc::new(p));
+                        let p = Rc::new(p);
+                        self.partitions.borrow_mut().insert(tp.clone(), p.clone());
+                        if topic.name == OFFSETS_TOPIC {
+                            match self.groups.load(&p).await {
+                                Ok(entries) if entries > 0 => {
+                                    tracing::info!(partition = %tp, entries, "loaded group state")
+                                }
+                                Ok(_) => {}
+                                Err(e) => problems.push(format!("loading groups from {tp}: {e}")),
+                            }
+                        }
                     }
                     Err(e) => problems.push(e.to_string()),
                 }

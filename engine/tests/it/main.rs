@@ -424,7 +424,10 @@ fn concurrent_appends_get_dense_offsets() {
 /// testdata/README.md) exactly as the wire codec does.
 #[test]
 fn captured_client_batches_parse_and_check() {
-    for (name, records) in [("librdkafka-2.0-uncompressed.batch", 3), ("librdkafka-2.0-zstd.batch", 3)] {
+    for (name, records) in [
+        ("librdkafka-2.0-uncompressed.batch", 3),
+        ("librdkafka-2.0-zstd.batch", 3),
+    ] {
         let path = format!("{}/../testdata/{name}", env!("CARGO_MANIFEST_DIR"));
         let bytes = std::fs::read(&path).unwrap();
         let v = BatchView::parse(&bytes).unwrap().expect("a whole header");
@@ -434,6 +437,9 @@ fn captured_client_batches_parse_and_check() {
         assert_eq!(v.last_offset(), 2, "{name}");
         let mut flipped = bytes.clone();
         flipped[40] ^= 1;
-        assert!(!v.crc_matches(&flipped), "{name}: a flipped bit fails the CRC");
+        assert!(
+            !v.crc_matches(&flipped),
+            "{name}: a flipped bit fails the CRC"
+        );
     }
 }

@@ -115,10 +115,11 @@ async fn read_frame(
 }
 
 async fn serve_connection(shard: &Rc<Shard>, mut stream: TcpStream) {
-    let peer = stream
-        .peer_addr()
+    let peer_addr = stream.peer_addr().ok();
+    let peer = peer_addr
         .map(|a| a.to_string())
-        .unwrap_or_else(|_| "unknown".into());
+        .unwrap_or_else(|| "unknown".into());
+    let peer_host = peer_addr.map(|a| a.ip().to_string()).unwrap_or_default();
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "TCP_NODELAY refused");
     }
@@ -148,7 +149,7 @@ async fn serve_connection(shard: &Rc<Shard>, mut stream: TcpStream) {
         };
         let api = request.api_key;
         let version = request.api_version.0;
-        match handlers::dispatch(shard, request).await {
+        match handlers::dispatch(shard, request, &peer_host).await {
             Ok(Some(response)) => {
                 if let Err(e) = stream.write_all(&response).await {
                     tracing::debug!(%peer, error = %e, "connection write failed");

@@ -45,6 +45,7 @@ fn topic_partitions(admin: &AdminClient<DefaultClientContext>) -> Vec<(String, u
     let mut topics: Vec<(String, usize)> = md
         .topics()
         .iter()
+        .filter(|t| !t.name().starts_with("__"))
         .map(|t| (t.name().to_string(), t.partitions().len()))
         .collect();
     topics.sort();

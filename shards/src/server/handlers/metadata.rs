@@ -34,6 +34,7 @@ fn describe(shard: &Shard, t: &TopicMeta) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(topic_name(&t.name)))
         .with_topic_id(Uuid::from_bytes(t.id.0))
+        .with_is_internal(t.name == crate::groups::OFFSETS_TOPIC)
         .with_partitions(partitions)
 }
 

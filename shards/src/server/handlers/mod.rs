@@ -9,12 +9,23 @@
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_topics;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -56,6 +67,17 @@ pub const SUPPORTED: &[(ApiKey, Versions)] = &[
     (ApiKey::DeleteTopics, delete_topics::VERSIONS),
     (ApiKey::DescribeConfigs, describe_configs::VERSIONS),
     (ApiKey::CreatePartitions, create_partitions::VERSIONS),
+    (ApiKey::FindCoordinator, find_coordinator::VERSIONS),
+    (ApiKey::JoinGroup, join_group::VERSIONS),
+    (ApiKey::SyncGroup, sync_group::VERSIONS),
+    (ApiKey::Heartbeat, heartbeat::VERSIONS),
+    (ApiKey::LeaveGroup, leave_group::VERSIONS),
+    (ApiKey::OffsetCommit, offset_commit::VERSIONS),
+    (ApiKey::OffsetFetch, offset_fetch::VERSIONS),
+    (ApiKey::ListGroups, list_groups::VERSIONS),
+    (ApiKey::DescribeGroups, describe_groups::VERSIONS),
+    (ApiKey::DeleteGroups, delete_groups::VERSIONS),
+    (ApiKey::OffsetDelete, offset_delete::VERSIONS),
 ];
 
 pub fn versions_of(api: ApiKey) -> Option<Versions> {
@@ -77,6 +99,9 @@ pub enum Disconnect {
 pub struct RequestContext {
     pub version: i16,
     pub correlation_id: i32,
+    pub client_id: String,
+    /// The client's address as Kafka shows it (`/127.0.0.1`).
+    pub client_host: String,
 }
 
 fn decode<R: Decodable>(
@@ -91,6 +116,7 @@ fn decode<R: Decodable>(
 pub async fn dispatch(
     shard: &Rc<Shard>,
     request: RequestFrame,
+    client_host: &str,
 ) -> Result<Option<Bytes>, Disconnect> {
     let RequestFrame {
         api_key,
@@ -105,6 +131,12 @@ pub async fn dispatch(
     let ctx = RequestContext {
         version,
         correlation_id: header.correlation_id,
+        client_id: header
+            .client_id
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
+        client_host: format!("/{client_host}"),
     };
     if version < versions.min || version > versions.max {
         if api_key == ApiKey::ApiVersions {
@@ -140,6 +172,17 @@ pub async fn dispatch(
         ApiKey::DeleteTopics => serve!(delete_topics, m::DeleteTopicsRequest),
         ApiKey::DescribeConfigs => serve!(describe_configs, m::DescribeConfigsRequest),
         ApiKey::CreatePartitions => serve!(create_partitions, m::CreatePartitionsRequest),
+        ApiKey::FindCoordinator => serve!(find_coordinator, m::FindCoordinatorRequest),
+        ApiKey::JoinGroup => serve!(join_group, m::JoinGroupRequest),
+        ApiKey::SyncGroup => serve!(sync_group, m::SyncGroupRequest),
+        ApiKey::Heartbeat => serve!(heartbeat, m::HeartbeatRequest),
+        ApiKey::LeaveGroup => serve!(leave_group, m::LeaveGroupRequest),
+        ApiKey::OffsetCommit => serve!(offset_commit, m::OffsetCommitRequest),
+        ApiKey::OffsetFetch => serve!(offset_fetch, m::OffsetFetchRequest),
+        ApiKey::ListGroups => serve!(list_groups, m::ListGroupsRequest),
+        ApiKey::DescribeGroups => serve!(describe_groups, m::DescribeGroupsRequest),
+        ApiKey::DeleteGroups => serve!(delete_groups, m::DeleteGroupsRequest),
+        ApiKey::OffsetDelete => serve!(offset_delete, m::OffsetDeleteRequest),
         other => return Err(Disconnect::UnsupportedApi { api: other }),
     };
     Ok(response)
@@ -266,6 +309,36 @@ pub async fn scatter<T, A: Clone>(
     for (indexes, got) in join_all(calls).await {
         for (i, answer) in indexes.into_iter().zip(got) {
             slots[i] = Some(answer);
+        }
+    }
+}
+
+/// The shard coordinating `group`, or why there is none.
+pub fn coordinator_of(shard: &Shard, group: &str) -> Result<ShardId, sluice_wire::ErrorCode> {
+    let meta = shard.meta();
+    let Some(topic) = meta.topic(crate::groups::OFFSETS_TOPIC) else {
+        return Err(sluice_wire::ErrorCode::COORDINATOR_NOT_AVAILABLE);
+    };
+    let partition = crate::groups::offsets_partition(group, topic.partitions.len());
+    shard
+        .owner_of(&meta, crate::groups::OFFSETS_TOPIC, partition)
+        .ok_or(sluice_wire::ErrorCode::COORDINATOR_NOT_AVAILABLE)
+}
+
+/// Sends a group request to its coordinating shard and waits up to `timeout`.
+pub async fn call_group(
+    shard: &Rc<Shard>,
+    group: &str,
+    call: crate::groups::GroupCall,
+    timeout: std::time::Duration,
+) -> Result<crate::groups::GroupAnswer, sluice_wire::ErrorCode> {
+    let owner = coordinator_of(shard, group)?;
+    match shard.call(owner, ShardRequest::Group(call), timeout).await {
+        Ok(ShardResponse::Group(answer)) => Ok(answer),
+        Ok(other) => panic!("group request answered with {other:?}"),
+        Err(e) => {
+            tracing::warn!(group, error = %e, "group coordinator unreachable");
+            Err(sluice_wire::ErrorCode::COORDINATOR_NOT_AVAILABLE)
         }
     }
 }
