@@ -150,7 +150,7 @@ pub enum ShardRequest {
     /// Topic lifecycle changes; only shard 0 takes these.
     Admin(AdminRequest),
     /// Work for the consumer groups this shard coordinates.
-    Group(crate::groups::GroupCall),
+    Group(Box<crate::groups::GroupCall>),
 }
 
 #[derive(Debug)]

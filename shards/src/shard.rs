@@ -140,7 +140,9 @@ impl Shard {
             ShardRequest::ApplyMetadata(meta) => {
                 ShardResponse::MetadataApplied(self.apply_metadata(meta).await)
             }
-            ShardRequest::Group(call) => ShardResponse::Group(self.groups.handle(self, call).await),
+            ShardRequest::Group(call) => {
+                ShardResponse::Group(self.groups.handle(self, *call).await)
+            }
             ShardRequest::Admin(admin) => match &self.controller {
                 Some(controller) => ShardResponse::Admin(controller.handle(self, admin).await),
                 None => panic!(

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use sluice_shards::ids::NodeId;
 use sluice_shards::BrokerConfig;
 
+mod admin;
 mod alloc;
 
 #[global_allocator]
@@ -34,6 +35,22 @@ struct Cli {
 enum Command {
     /// Run a broker node with embedded defaults, overridden by --config and flags.
     Broker(BrokerArgs),
+    /// Consumer groups: list them, or describe one with its lag.
+    Group {
+        /// A broker to ask.
+        #[arg(long, default_value = "127.0.0.1:9092", global = true)]
+        bootstrap: String,
+        #[command(subcommand)]
+        command: GroupCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum GroupCommand {
+    /// List every group with its state.
+    List,
+    /// Members, assignments, committed offsets, log end offsets and lag of a group.
+    Describe { group: String },
 }
 
 #[derive(clap::Args)]
@@ -121,5 +138,13 @@ fn main() -> anyhow::Result<()> {
     init_logging(cli.log_level.as_deref());
     match &cli.command {
         Command::Broker(args) => run_broker(args),
+        Command::Group { bootstrap, command } => {
+            let text = match command {
+                GroupCommand::List => admin::group_list(bootstrap)?,
+                GroupCommand::Describe { group } => admin::group_describe(bootstrap, group)?,
+            };
+            print!("{text}");
+            Ok(())
+        }
     }
 }

@@ -28,12 +28,23 @@ pub struct Broker {
     log: PathBuf,
     extra_args: Vec<String>,
     _tmp: Option<tempfile::TempDir>,
+    _config_dir: Option<tempfile::TempDir>,
 }
 
 impl Broker {
     /// A broker with two shards on a fresh temporary data directory.
     pub fn start() -> Broker {
         Broker::start_with(&[])
+    }
+
+    /// A broker with two shards whose settings come from `toml`.
+    pub fn start_with_config(toml: &str) -> Broker {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("broker.toml");
+        std::fs::write(&path, toml).expect("write config");
+        let mut b = Broker::start_with(&["--config", path.to_str().expect("utf-8 path")]);
+        b._config_dir = Some(dir);
+        b
     }
 
     pub fn start_with(extra_args: &[&str]) -> Broker {
@@ -47,6 +58,7 @@ impl Broker {
             log,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             _tmp: Some(tmp),
+            _config_dir: None,
         };
         b.launch();
         b

@@ -4,6 +4,7 @@
 
 mod clients;
 mod errors;
+mod groups;
 mod harness;
 mod layout;
 mod records;

@@ -22,7 +22,7 @@ pub async fn handle(
         .map(|s| {
             shard.call(
                 ShardId(s as u16),
-                ShardRequest::Group(GroupCall::List),
+                ShardRequest::Group(Box::new(GroupCall::List)),
                 SHARD_CALL_TIMEOUT,
             )
         })

@@ -333,7 +333,10 @@ pub async fn call_group(
     timeout: std::time::Duration,
 ) -> Result<crate::groups::GroupAnswer, sluice_wire::ErrorCode> {
     let owner = coordinator_of(shard, group)?;
-    match shard.call(owner, ShardRequest::Group(call), timeout).await {
+    match shard
+        .call(owner, ShardRequest::Group(Box::new(call)), timeout)
+        .await
+    {
         Ok(ShardResponse::Group(answer)) => Ok(answer),
         Ok(other) => panic!("group request answered with {other:?}"),
         Err(e) => {
