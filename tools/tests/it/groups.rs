@@ -314,3 +314,161 @@ fn static_members_rejoin_without_a_rebalance() {
         "s2 saw no rebalance"
     );
 }
+
+/// The group protocol's error codes, with a bare protocol client.
+#[test]
+fn group_protocol_error_codes() {
+    use bytes::Bytes;
+    use sluice_wire::kafka::messages::join_group_request::JoinGroupRequestProtocol;
+    use sluice_wire::kafka::messages::sync_group_request::SyncGroupRequestAssignment;
+    use sluice_wire::kafka::messages::*;
+    use sluice_wire::kafka::protocol::StrBytes;
+    use sluice_wire::ErrorCode;
+
+    use crate::harness::RawClient;
+
+    let broker = Broker::start_with_config(GROUP_BROKER);
+    let mut c = RawClient::connect(&broker.addr);
+    let s = |x: &str| StrBytes::from_string(x.to_string());
+    let join = |c: &mut RawClient,
+                group: &str,
+                member: &str,
+                session_ms: i32,
+                version: i16|
+     -> JoinGroupResponse {
+        let req = JoinGroupRequest::default()
+            .with_group_id(GroupId(s(group)))
+            .with_session_timeout_ms(session_ms)
+            .with_rebalance_timeout_ms(5_000)
+            .with_member_id(s(member))
+            .with_protocol_type(s("consumer"))
+            .with_protocols(vec![JoinGroupRequestProtocol::default()
+                .with_name(s("range"))
+                .with_metadata(Bytes::from_static(b"m"))]);
+        c.request(ApiKey::JoinGroup, version, &req)
+    };
+    let heartbeat = |c: &mut RawClient, member: &str, generation: i32| -> i16 {
+        let req = HeartbeatRequest::default()
+            .with_group_id(GroupId(s("g")))
+            .with_generation_id(generation)
+            .with_member_id(s(member));
+        let resp: HeartbeatResponse = c.request(ApiKey::Heartbeat, 4, &req);
+        resp.error_code
+    };
+
+    let found: FindCoordinatorResponse = c.request(
+        ApiKey::FindCoordinator,
+        3,
+        &FindCoordinatorRequest::default().with_key(s("g")),
+    );
+    assert_eq!((found.error_code, found.node_id.0), (0, 0));
+    assert_eq!(
+        join(&mut c, "", "", 10_000, 5).error_code,
+        ErrorCode::INVALID_GROUP_ID.0
+    );
+    assert_eq!(
+        join(&mut c, "g", "", 100, 5).error_code,
+        ErrorCode::INVALID_SESSION_TIMEOUT.0
+    );
+    let first = join(&mut c, "g", "", 10_000, 5);
+    assert_eq!(first.error_code, ErrorCode::MEMBER_ID_REQUIRED.0);
+    let me = first.member_id.to_string();
+    assert!(!me.is_empty());
+    assert_eq!(
+        join(&mut c, "g", "stranger", 10_000, 5).error_code,
+        ErrorCode::UNKNOWN_MEMBER_ID.0
+    );
+    let joined = join(&mut c, "g", &me, 10_000, 5);
+    assert_eq!(
+        (
+            joined.error_code,
+            joined.generation_id,
+            joined.leader.as_str()
+        ),
+        (0, 1, me.as_str())
+    );
+    assert_eq!(joined.members.len(), 1);
+    assert_eq!(heartbeat(&mut c, &me, 1), 0);
+    assert_eq!(heartbeat(&mut c, &me, 99), ErrorCode::ILLEGAL_GENERATION.0);
+    assert_eq!(
+        heartbeat(&mut c, "nobody", 1),
+        ErrorCode::UNKNOWN_MEMBER_ID.0
+    );
+    let sync = SyncGroupRequest::default()
+        .with_group_id(GroupId(s("g")))
+        .with_generation_id(1)
+        .with_member_id(s(&me))
+        .with_assignments(vec![SyncGroupRequestAssignment::default()
+            .with_member_id(s(&me))
+            .with_assignment(Bytes::from_static(b"mine"))]);
+    let synced: SyncGroupResponse = c.request(ApiKey::SyncGroup, 3, &sync);
+    assert_eq!(
+        (synced.error_code, &synced.assignment[..]),
+        (0, &b"mine"[..])
+    );
+
+    // A second member's join starts a rebalance; the first learns of it.
+    let addr = broker.addr.clone();
+    let second = std::thread::spawn(move || {
+        let mut c2 = RawClient::connect(&addr);
+        let req = JoinGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(5_000)
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(vec![JoinGroupRequestProtocol::default()
+                .with_name(StrBytes::from_static_str("range"))
+                .with_metadata(Bytes::from_static(b"m2"))]);
+        let resp: JoinGroupResponse = c2.request(ApiKey::JoinGroup, 3, &req);
+        resp
+    });
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    while heartbeat(&mut c, &me, 1) != ErrorCode::REBALANCE_IN_PROGRESS.0 {
+        assert!(Instant::now() < deadline, "no rebalance signalled");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rejoined = join(&mut c, "g", &me, 10_000, 5);
+    assert_eq!((rejoined.error_code, rejoined.generation_id), (0, 2));
+    assert_eq!(rejoined.members.len(), 2, "the leader sees both members");
+    let other = second.join().unwrap();
+    assert_eq!(
+        (other.error_code, other.generation_id, other.leader.as_str()),
+        (0, 2, me.as_str())
+    );
+
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(GroupId(s("g")))
+        .with_generation_id_or_member_epoch(1)
+        .with_member_id(s(&me));
+    let committed: OffsetCommitResponse = c.request(
+        ApiKey::OffsetCommit,
+        8,
+        &commit.with_topics(vec![
+            offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(TopicName(s("__consumer_offsets")))
+                .with_partitions(vec![
+                    offset_commit_request::OffsetCommitRequestPartition::default()
+                        .with_committed_offset(1),
+                ]),
+        ]),
+    );
+    assert_eq!(
+        committed.topics[0].partitions[0].error_code,
+        ErrorCode::ILLEGAL_GENERATION.0
+    );
+
+    let deleted: DeleteGroupsResponse = c.request(
+        ApiKey::DeleteGroups,
+        2,
+        &DeleteGroupsRequest::default()
+            .with_groups_names(vec![GroupId(s("g")), GroupId(s("none"))]),
+    );
+    let codes: Vec<i16> = deleted.results.iter().map(|r| r.error_code).collect();
+    assert_eq!(
+        codes,
+        vec![
+            ErrorCode::NON_EMPTY_GROUP.0,
+            ErrorCode::GROUP_ID_NOT_FOUND.0
+        ]
+    );
+}
