@@ -1006,19 +1006,9 @@ impl Coordinator {
                         let mut records: Vec<Record> = g
                             .offsets
                             .keys()
-                            .map(|(t, p)| Record {
-                                key: Some(store::offset_key(&id, t, *p)),
-                                value: None,
-                                headers: Vec::new(),
-                                timestamp: now_ms(),
-                            })
+                            .map(|(t, p)| tombstone(store::offset_key(&id, t, *p)))
                             .collect();
-                        records.push(Record {
-                            key: Some(store::group_key(&id)),
-                            value: None,
-                            headers: Vec::new(),
-                            timestamp: now_ms(),
-                        });
+                        records.push(tombstone(store::group_key(&id)));
                         Ok(records)
                     }
                 }
@@ -1075,12 +1065,7 @@ impl Coordinator {
                 let code = if busy {
                     ErrorCode::GROUP_SUBSCRIBED_TO_TOPIC
                 } else {
-                    records.push(Record {
-                        key: Some(store::offset_key(&group_id, &topic, p)),
-                        value: None,
-                        headers: Vec::new(),
-                        timestamp: now_ms(),
-                    });
+                    records.push(tombstone(store::offset_key(&group_id, &topic, p)));
                     removed.push((topic.clone(), p));
                     ErrorCode::NONE
                 };
@@ -1158,12 +1143,7 @@ impl Coordinator {
         for (id, keys) in expired_offsets {
             let records = keys
                 .iter()
-                .map(|(t, p)| Record {
-                    key: Some(store::offset_key(&id, t, *p)),
-                    value: None,
-                    headers: Vec::new(),
-                    timestamp: now_ms(),
-                })
+                .map(|(t, p)| tombstone(store::offset_key(&id, t, *p)))
                 .collect();
             if self.persist(shard, &id, records).await.is_ok() {
                 if let Some(g) = self.groups.borrow_mut().get_mut(&id) {
@@ -1174,6 +1154,16 @@ impl Coordinator {
                 tracing::info!(group = %id, offsets = keys.len(), "expired committed offsets");
             }
         }
+    }
+}
+
+/// A record deleting `key` from the offsets topic.
+fn tombstone(key: Bytes) -> Record {
+    Record {
+        key: Some(key),
+        value: None,
+        headers: Vec::new(),
+        timestamp: now_ms(),
     }
 }
 
