@@ -128,7 +128,7 @@ impl Group {
             rebalance_deadline: None,
             initial_join_until: None,
             offsets: BTreeMap::new(),
-            empty_since_ms: None,
+            empty_since_ms: Some(now_ms()),
         }
     }
 

@@ -472,3 +472,57 @@ fn group_protocol_error_codes() {
         ]
     );
 }
+
+/// Offsets of a group that stays empty past `offsets_retention_minutes` go.
+#[test]
+fn offsets_of_empty_groups_expire() {
+    use sluice_wire::kafka::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use sluice_wire::kafka::messages::*;
+    use sluice_wire::kafka::protocol::StrBytes;
+
+    use crate::harness::RawClient;
+
+    let s = |x: &str| StrBytes::from_string(x.to_string());
+    let fetch = |c: &mut RawClient, group: &str| -> i64 {
+        let req = OffsetFetchRequest::default()
+            .with_group_id(GroupId(s(group)))
+            .with_topics(None);
+        let resp: OffsetFetchResponse = c.request(ApiKey::OffsetFetch, 7, &req);
+        resp.topics
+            .first()
+            .and_then(|t| t.partitions.first())
+            .map_or(-1, |p| p.committed_offset)
+    };
+    let commit = |c: &mut RawClient, group: &str| {
+        let req = OffsetCommitRequest::default()
+            .with_group_id(GroupId(s(group)))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(TopicName(s("kept")))
+                .with_partitions(vec![
+                    OffsetCommitRequestPartition::default().with_committed_offset(5)
+                ])]);
+        let resp: OffsetCommitResponse = c.request(ApiKey::OffsetCommit, 8, &req);
+        assert_eq!(resp.topics[0].partitions[0].error_code, 0);
+    };
+    // Kept with the default retention of a week...
+    let broker = Broker::start_with_config(GROUP_BROKER);
+    create_topic(&broker.addr, "kept", 1);
+    let mut c = RawClient::connect(&broker.addr);
+    commit(&mut c, "standalone");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(fetch(&mut c, "standalone"), 5);
+    // ...and removed within a few timer ticks when retention is zero.
+    let broker =
+        Broker::start_with_config(&format!("{GROUP_BROKER}offsets_retention_minutes = 0\n"));
+    create_topic(&broker.addr, "kept", 1);
+    let mut c = RawClient::connect(&broker.addr);
+    commit(&mut c, "standalone");
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    while fetch(&mut c, "standalone") != -1 {
+        assert!(Instant::now() < deadline, "offsets never expired");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
