@@ -233,3 +233,208 @@ fn every_api_answers_at_every_advertised_version() {
         );
     }
 }
+
+/// The group APIs at every advertised version: a member joins, syncs,
+/// heartbeats, commits, reads its commit back, is listed and described,
+/// leaves, and the empty group is deleted.
+#[test]
+fn every_group_api_answers_at_every_advertised_version() {
+    use sluice_wire::kafka::messages::join_group_request::JoinGroupRequestProtocol;
+    use sluice_wire::kafka::messages::leave_group_request::MemberIdentity;
+    use sluice_wire::kafka::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use sluice_wire::kafka::messages::offset_delete_request::{
+        OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+    };
+    use sluice_wire::kafka::messages::offset_fetch_request::{
+        OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
+    };
+    use sluice_wire::kafka::messages::sync_group_request::SyncGroupRequestAssignment;
+
+    let broker = Broker::start_with_config(
+        "group_initial_rebalance_delay_ms = 0\noffsets_topic_num_partitions = 4\n",
+    );
+    let mut c = RawClient::connect(&broker.addr);
+    let s = |x: &str| StrBytes::from_string(x.to_string());
+    let resp: CreateTopicsResponse = c.request(
+        ApiKey::CreateTopics,
+        7,
+        &CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+            .with_name(name("gt"))
+            .with_num_partitions(1)
+            .with_replication_factor(1)]),
+    );
+    assert_eq!(resp.topics[0].error_code, 0);
+    for v in advertised(&mut c, ApiKey::FindCoordinator) {
+        let req = if v >= 4 {
+            FindCoordinatorRequest::default().with_coordinator_keys(vec![s("g")])
+        } else {
+            FindCoordinatorRequest::default().with_key(s("g"))
+        };
+        let resp: FindCoordinatorResponse = c.request(ApiKey::FindCoordinator, v, &req);
+        let code = if v >= 4 {
+            resp.coordinators[0].error_code
+        } else {
+            resp.error_code
+        };
+        assert_eq!(code, 0, "FindCoordinator v{v}");
+    }
+    let join_versions = advertised(&mut c, ApiKey::JoinGroup);
+    let sync_max = *advertised(&mut c, ApiKey::SyncGroup).end();
+    let hb_max = *advertised(&mut c, ApiKey::Heartbeat).end();
+    let leave_max = *advertised(&mut c, ApiKey::LeaveGroup).end();
+    let commit_versions = advertised(&mut c, ApiKey::OffsetCommit);
+    let fetch_versions = advertised(&mut c, ApiKey::OffsetFetch);
+    for v in join_versions {
+        let group = format!("gv{v}");
+        let join = |c: &mut RawClient, member: &str| -> JoinGroupResponse {
+            let req = JoinGroupRequest::default()
+                .with_group_id(GroupId(s(&group)))
+                .with_session_timeout_ms(10_000)
+                .with_rebalance_timeout_ms(if v >= 1 { 5_000 } else { -1 })
+                .with_member_id(s(member))
+                .with_protocol_type(s("consumer"))
+                .with_protocols(vec![JoinGroupRequestProtocol::default()
+                    .with_name(s("range"))
+                    .with_metadata(Bytes::from_static(b"m"))]);
+            c.request(ApiKey::JoinGroup, v, &req)
+        };
+        let mut joined = join(&mut c, "");
+        if v >= 4 {
+            assert_eq!(
+                joined.error_code,
+                ErrorCode::MEMBER_ID_REQUIRED.0,
+                "JoinGroup v{v}"
+            );
+            let id = joined.member_id.to_string();
+            joined = join(&mut c, &id);
+        }
+        assert_eq!(
+            (joined.error_code, joined.generation_id),
+            (0, 1),
+            "JoinGroup v{v}"
+        );
+        let me = joined.member_id.to_string();
+        let sv = v.min(sync_max);
+        let sync = SyncGroupRequest::default()
+            .with_group_id(GroupId(s(&group)))
+            .with_generation_id(1)
+            .with_member_id(s(&me))
+            .with_assignments(vec![SyncGroupRequestAssignment::default()
+                .with_member_id(s(&me))
+                .with_assignment(Bytes::from_static(b"a"))]);
+        let synced: SyncGroupResponse = c.request(ApiKey::SyncGroup, sv, &sync);
+        assert_eq!(synced.error_code, 0, "SyncGroup v{sv}");
+        let hv = v.min(hb_max);
+        let hb: HeartbeatResponse = c.request(
+            ApiKey::Heartbeat,
+            hv,
+            &HeartbeatRequest::default()
+                .with_group_id(GroupId(s(&group)))
+                .with_generation_id(1)
+                .with_member_id(s(&me)),
+        );
+        assert_eq!(hb.error_code, 0, "Heartbeat v{hv}");
+        let cv =
+            *commit_versions.start() + (v % (commit_versions.end() - commit_versions.start() + 1));
+        let commit = OffsetCommitRequest::default()
+            .with_group_id(GroupId(s(&group)))
+            .with_generation_id_or_member_epoch(1)
+            .with_member_id(s(&me))
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(name("gt"))
+                .with_partitions(vec![
+                    OffsetCommitRequestPartition::default().with_committed_offset(3)
+                ])]);
+        let committed: OffsetCommitResponse = c.request(ApiKey::OffsetCommit, cv, &commit);
+        assert_eq!(
+            committed.topics[0].partitions[0].error_code, 0,
+            "OffsetCommit v{cv}"
+        );
+        let fv =
+            *fetch_versions.start() + (v % (fetch_versions.end() - fetch_versions.start() + 1));
+        let offset = if fv >= 8 {
+            let req =
+                OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
+                    .with_group_id(GroupId(s(&group)))
+                    .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+                        .with_name(name("gt"))
+                        .with_partition_indexes(vec![0])]))]);
+            let resp: OffsetFetchResponse = c.request(ApiKey::OffsetFetch, fv, &req);
+            resp.groups[0].topics[0].partitions[0].committed_offset
+        } else {
+            let req = OffsetFetchRequest::default()
+                .with_group_id(GroupId(s(&group)))
+                .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                    .with_name(name("gt"))
+                    .with_partition_indexes(vec![0])]));
+            let resp: OffsetFetchResponse = c.request(ApiKey::OffsetFetch, fv, &req);
+            resp.topics[0].partitions[0].committed_offset
+        };
+        assert_eq!(offset, 3, "OffsetFetch v{fv}");
+        let lv = v.min(leave_max);
+        let leave = if lv >= 3 {
+            LeaveGroupRequest::default()
+                .with_group_id(GroupId(s(&group)))
+                .with_members(vec![MemberIdentity::default().with_member_id(s(&me))])
+        } else {
+            LeaveGroupRequest::default()
+                .with_group_id(GroupId(s(&group)))
+                .with_member_id(s(&me))
+        };
+        let left: LeaveGroupResponse = c.request(ApiKey::LeaveGroup, lv, &leave);
+        let code = if lv >= 3 {
+            left.members[0].error_code
+        } else {
+            left.error_code
+        };
+        assert_eq!(code, 0, "LeaveGroup v{lv}");
+    }
+    for v in advertised(&mut c, ApiKey::ListGroups) {
+        let resp: ListGroupsResponse =
+            c.request(ApiKey::ListGroups, v, &ListGroupsRequest::default());
+        assert_eq!(resp.error_code, 0, "ListGroups v{v}");
+        assert!(
+            resp.groups.iter().any(|g| g.group_id.0.as_str() == "gv0"),
+            "ListGroups v{v}"
+        );
+    }
+    for v in advertised(&mut c, ApiKey::DescribeGroups) {
+        let resp: DescribeGroupsResponse = c.request(
+            ApiKey::DescribeGroups,
+            v,
+            &DescribeGroupsRequest::default().with_groups(vec![GroupId(s("gv1"))]),
+        );
+        assert_eq!(
+            (
+                resp.groups[0].error_code,
+                resp.groups[0].group_state.as_str()
+            ),
+            (0, "Empty"),
+            "DescribeGroups v{v}"
+        );
+    }
+    for v in advertised(&mut c, ApiKey::OffsetDelete) {
+        let req = OffsetDeleteRequest::default()
+            .with_group_id(GroupId(s("gv2")))
+            .with_topics(vec![OffsetDeleteRequestTopic::default()
+                .with_name(name("gt"))
+                .with_partitions(vec![OffsetDeleteRequestPartition::default()])]);
+        let resp: OffsetDeleteResponse = c.request(ApiKey::OffsetDelete, v, &req);
+        assert_eq!(
+            (resp.error_code, resp.topics[0].partitions[0].error_code),
+            (0, 0),
+            "OffsetDelete v{v}"
+        );
+    }
+    for v in advertised(&mut c, ApiKey::DeleteGroups) {
+        let group = format!("gv{}", v + 3);
+        let resp: DeleteGroupsResponse = c.request(
+            ApiKey::DeleteGroups,
+            v,
+            &DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s(&group))]),
+        );
+        assert_eq!(resp.results[0].error_code, 0, "DeleteGroups v{v}");
+    }
+}
