@@ -119,14 +119,18 @@ pub struct Log {
 enum WritePlan {
     Idle,
     Roll(Offset),
-    Write {
-        batch_count: usize,
-        bytes: usize,
-        file: Rc<DmaFile>,
-        pos: u64,
-        tail: Vec<u8>,
-        block: u64,
-    },
+    Write(WriteJob),
+}
+
+/// The first `batch_count` queued batches (`bytes` long), to be written at
+/// `pos` of the active segment together with its partial last block.
+struct WriteJob {
+    batch_count: usize,
+    bytes: usize,
+    file: Rc<DmaFile>,
+    pos: u64,
+    tail_len: usize,
+    block: u64,
 }
 
 impl Log {
@@ -320,17 +324,7 @@ impl Log {
                     return Err(Error::Offline(self.dir.clone()));
                 }
                 WritePlan::Roll(base) => self.roll(base).await?,
-                WritePlan::Write {
-                    batch_count,
-                    bytes,
-                    file,
-                    pos,
-                    tail,
-                    block,
-                } => {
-                    self.write_batches(batch_count, bytes, file, pos, tail, block)
-                        .await?
-                }
+                WritePlan::Write(job) => self.write_batches(job).await?,
             }
         }
     }
@@ -360,35 +354,42 @@ impl Log {
             batch_count += 1;
             bytes += len;
         }
-        Ok(WritePlan::Write {
+        Ok(WritePlan::Write(WriteJob {
             batch_count,
             bytes,
             file: seg.file.clone(),
             pos: seg.size,
-            tail: seg.tail.clone(),
+            tail_len: seg.tail.len(),
             block: seg.block_bytes(),
-        })
+        }))
     }
 
-    async fn write_batches(
-        &self,
-        batch_count: usize,
-        bytes: usize,
-        file: Rc<DmaFile>,
-        pos: u64,
-        tail: Vec<u8>,
-        block: u64,
-    ) -> Result<()> {
-        let aligned_pos = pos - tail.len() as u64;
+    async fn write_batches(&self, job: WriteJob) -> Result<()> {
+        let WriteJob {
+            batch_count,
+            bytes,
+            file,
+            pos,
+            tail_len,
+            block,
+        } = job;
+        let aligned_pos = pos - tail_len as u64;
         assert_eq!(aligned_pos % block, 0, "a write starts on a block boundary");
-        let used = tail.len() + bytes;
+        let used = tail_len + bytes;
         let buf_len = used.div_ceil(block as usize) * block as usize;
         let mut buf = file.alloc_dma_buffer(buf_len);
         {
             let dst = buf.as_bytes_mut();
-            dst[..tail.len()].copy_from_slice(&tail);
-            let mut at = tail.len();
+            // The write lock is held: the tail and the queue are as planned.
             let st = self.state.borrow();
+            let tail = &st.active().tail;
+            assert_eq!(
+                tail.len(),
+                tail_len,
+                "the tail did not change since planning"
+            );
+            dst[..tail_len].copy_from_slice(tail);
+            let mut at = tail_len;
             for b in st.pending.iter().take(batch_count) {
                 let end = at + b.bytes.len();
                 dst[at..end].copy_from_slice(&b.bytes);

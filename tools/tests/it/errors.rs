@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use sluice_wire::kafka::messages::create_partitions_request::CreatePartitionsTopic;
 use sluice_wire::kafka::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
-use sluice_wire::kafka::messages::fetch_request::{FetchPartition, FetchTopic};
 use sluice_wire::kafka::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use sluice_wire::kafka::messages::metadata_request::MetadataRequestTopic;
 use sluice_wire::kafka::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -71,17 +70,9 @@ pub fn fetch(
     offset: i64,
     max_wait_ms: i32,
 ) -> fetch_response::PartitionData {
-    let req = FetchRequest::default()
+    let req = crate::versions::fetch_req(topic, partition, offset)
         .with_max_wait_ms(max_wait_ms)
-        .with_min_bytes(1)
-        .with_max_bytes(1 << 20)
-        .with_session_epoch(-1)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(name(topic))
-            .with_partitions(vec![FetchPartition::default()
-                .with_partition(partition)
-                .with_fetch_offset(offset)
-                .with_partition_max_bytes(1 << 20)])]);
+        .with_min_bytes(1);
     let resp: FetchResponse = client.request(ApiKey::Fetch, 12, &req);
     assert_eq!(resp.error_code, 0);
     resp.responses[0].partitions[0].clone()

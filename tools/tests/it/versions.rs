@@ -51,7 +51,7 @@ fn produce_req(topic: &str, partition: i32) -> ProduceRequest {
                 .with_records(Some(batch))])])
 }
 
-fn fetch_req(topic: &str, partition: i32, offset: i64) -> FetchRequest {
+pub fn fetch_req(topic: &str, partition: i32, offset: i64) -> FetchRequest {
     FetchRequest::default()
         .with_replica_id(BrokerId(-1))
         .with_max_wait_ms(0)

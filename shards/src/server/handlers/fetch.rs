@@ -172,7 +172,12 @@ async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted]) -> Vec<PartitionResult<F
         match &w.owner {
             Ok(owner) => {
                 if w.max_bytes == 0 {
-                    results.push(Some(Err(Failure::new(ErrorCode::NONE, ""))));
+                    // A zero byte budget gets an empty, error-free answer.
+                    results.push(Some(Ok(Fetched {
+                        records: Bytes::new(),
+                        high_watermark: -1,
+                        log_start_offset: -1,
+                    })));
                     continue;
                 }
                 by_shard.entry(*owner).or_default().push((
@@ -201,15 +206,7 @@ async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted]) -> Vec<PartitionResult<F
     .await;
     results
         .into_iter()
-        .map(|r| match r.expect("every partition answered") {
-            // A partition with a zero byte budget gets an empty, error-free answer.
-            Err(f) if f.code == ErrorCode::NONE => Ok(Fetched {
-                records: Bytes::new(),
-                high_watermark: -1,
-                log_start_offset: -1,
-            }),
-            other => other,
-        })
+        .map(|r| r.expect("every partition answered"))
         .collect()
 }
 
