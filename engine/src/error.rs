@@ -30,6 +30,8 @@ pub enum Error {
         log_start: i64,
         high_watermark: i64,
     },
+    #[error("records of {path} cannot be read for compaction: {reason}")]
+    Records { path: PathBuf, reason: String },
     #[error("log {0} is offline after an I/O failure")]
     Offline(PathBuf),
 }

@@ -4,8 +4,12 @@
 //! (`00000000000000000000.log`), each holding Kafka RecordBatch v2 bytes exactly
 //! as the producer sent them, with the base offset and partition leader epoch
 //! filled in by the engine. Segments are written with direct I/O through
-//! glommio; an in-memory sparse offset index and time index per segment lead a
-//! read to the right block without scanning the segment.
+//! glommio; a sparse offset index and time index per segment (in memory, and
+//! in `.index` / `.timeindex` files once the segment is closed) lead a read to
+//! the right block without scanning the segment. Recently written batches are
+//! also kept in a bounded tail cache. Retention deletes whole closed
+//! segments; compaction rewrites closed segments through a caller-supplied
+//! record codec.
 //!
 //! Invariants:
 //! * the engine never opens a socket, never spawns a task and reads no
@@ -19,6 +23,9 @@
 //!   there, it never panics.
 
 mod batch;
+mod cache;
+mod checkpoint;
+mod cleaner;
 mod device;
 mod error;
 mod index;
@@ -29,7 +36,12 @@ mod segment;
 pub use batch::BatchView;
 pub use device::prime_direct_io;
 pub use error::{Error, Result};
-pub use log::{AppendOutcome, Log, LogConfig, ReadOutcome, TimestampLookup};
+pub use cache::TailCacheBudget;
+pub use cleaner::{CompactionOutcome, RecordCodec, RecordKey, COMPACTION_KEYS_MAX};
+pub use log::{
+    AppendOutcome, CleanupPolicy, Clock, Durability, Log, LogConfig, LogContext, OpenReport,
+    ReadOutcome, RetentionOutcome, SystemClock, TimestampLookup,
+};
 
 /// A Kafka record offset within one partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

@@ -5,25 +5,39 @@
 //! the write lock: it writes everything queued so far in one direct-I/O write,
 //! so concurrent appenders share writes (group commit). A batch counts as
 //! written, and moves the high watermark, only when its write has completed.
+//! An append that asks for [`Durability::Synced`] also waits for an
+//! `fdatasync` covering it; concurrent ones share one (the sync lock is
+//! separate from the write lock, so writes go on while a sync runs).
 //!
 //! Watermarks, in order: `log_start_offset <= high_watermark <= written_offset
-//! <= log_end_offset`. On a single node every written batch is committed, so
-//! the high watermark follows `written_offset`; replication will hold it back
-//! until the in-sync replicas have the batch.
+//! <= log_end_offset`, and `synced_offset <= written_offset`. On a single node
+//! every written batch is committed, so the high watermark follows
+//! `written_offset`; replication will hold it back until the in-sync replicas
+//! have the batch.
+//!
+//! Files of a log directory: segments (`<base>.log`) with their indexes
+//! (`<base>.index`, `<base>.timeindex`, written when the segment is closed),
+//! `log-start-offset` (after DeleteRecords), `cleaner-offset` (where
+//! compaction has reached) and `clean-shutdown` (present only while the log is
+//! closed after a clean shutdown; it vouches for the active segment's extent
+//! and indexes so that a clean restart reads no segment).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use glommio::io::{DmaFile, ReadResult};
 use glommio::sync::Semaphore;
 
 use crate::batch::{self, BatchView, HEADER_BYTES};
+use crate::cache::{TailCache, TailCacheBudget};
+use crate::checkpoint;
 use crate::error::{Error, Result};
 use crate::recovery;
-use crate::segment::{self, Segment};
+use crate::segment::{self, Segment, CLEANED_EXT, INDEX_EXT, LOG_EXT, TIME_INDEX_EXT};
 use crate::{FilePos, LeaderEpoch, Offset};
 
 /// The most bytes one direct-I/O write carries; larger queues take several.
@@ -31,23 +45,107 @@ pub const WRITE_BYTES_MAX: usize = 8 << 20;
 /// The most bytes one read returns when a single batch is smaller.
 pub const READ_BYTES_MAX: usize = 64 << 20;
 
-/// Per-partition settings, resolved by the caller from topic and broker configs.
+pub(crate) const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
+pub(crate) const LOG_START_FILE: &str = "log-start-offset";
+pub(crate) const CLEANER_OFFSET_FILE: &str = "cleaner-offset";
+
+/// Which ways old data leaves a log (`cleanup.policy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanupPolicy {
+    /// Whole segments are deleted by `retention.ms` / `retention.bytes`.
+    pub delete: bool,
+    /// Closed segments keep only the latest record per key.
+    pub compact: bool,
+}
+
+/// Per-partition settings, resolved by the caller from topic and broker configs.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LogConfig {
     /// `segment.bytes`: a segment is closed before it would grow past this.
     pub segment_bytes: u64,
+    /// `segment.ms`: a segment is closed once its first batch is this old.
+    pub segment_age_max: Option<Duration>,
     /// `index.interval.bytes`: bytes between sparse index entries.
     pub index_interval_bytes: u64,
     /// `max.message.bytes`: the largest batch accepted.
     pub message_bytes_max: usize,
+    /// `flush.messages`: an append waits for a sync once this many offsets
+    /// are written but not synced.
+    pub flush_messages: Option<u64>,
+    /// `flush.ms`: [`Log::sync_if_due`] syncs writes older than this.
+    pub flush_interval: Option<Duration>,
+    pub cleanup: CleanupPolicy,
+    /// `retention.ms`: closed segments whose newest record is older go.
+    pub retention: Option<Duration>,
+    /// `retention.bytes`: oldest closed segments go while the log is larger.
+    pub retention_bytes: Option<u64>,
+    /// `delete.retention.ms`: how long compaction keeps a tombstone.
+    pub delete_retention: Duration,
+    /// `min.cleanable.dirty.ratio`: compaction starts once this share of the
+    /// closed bytes has not been compacted yet.
+    pub min_cleanable_dirty_ratio: f64,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             segment_bytes: 1 << 30,
+            segment_age_max: Some(Duration::from_millis(604_800_000)),
             index_interval_bytes: 4096,
             message_bytes_max: 1_048_588,
+            flush_messages: None,
+            flush_interval: None,
+            cleanup: CleanupPolicy {
+                delete: true,
+                compact: false,
+            },
+            retention: Some(Duration::from_millis(604_800_000)),
+            retention_bytes: None,
+            delete_retention: Duration::from_millis(86_400_000),
+            min_cleanable_dirty_ratio: 0.5,
+        }
+    }
+}
+
+/// When an append may return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Once its direct-I/O write completed: survives the process being killed.
+    Written,
+    /// Once an `fdatasync` covering it completed: survives power loss.
+    Synced,
+}
+
+/// The time, injected so that tests control it.
+pub trait Clock {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> i64;
+}
+
+/// The system's wall clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    }
+}
+
+/// What a log shares with the other logs of its shard.
+#[derive(Clone)]
+pub struct LogContext {
+    pub clock: Rc<dyn Clock>,
+    pub cache_budget: Rc<TailCacheBudget>,
+}
+
+impl Default for LogContext {
+    fn default() -> Self {
+        LogContext {
+            clock: Rc::new(SystemClock),
+            cache_budget: Rc::new(TailCacheBudget::new(64 << 20)),
         }
     }
 }
@@ -75,6 +173,27 @@ pub struct TimestampLookup {
     pub timestamp: i64,
 }
 
+/// What a retention pass removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetentionOutcome {
+    pub segments_deleted: usize,
+    pub bytes_deleted: u64,
+    pub log_start_offset: Offset,
+}
+
+/// How a log was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OpenReport {
+    /// Segments whose batches were read and checked.
+    pub segments_scanned: usize,
+    /// Segments opened from their index files without reading them.
+    pub segments_loaded: usize,
+    /// Bytes cut off a torn or corrupt tail.
+    pub truncated_bytes: u64,
+    /// The clean-shutdown marker was found and trusted.
+    pub clean_shutdown: bool,
+}
+
 struct PendingBatch {
     bytes: Bytes,
     base_offset: Offset,
@@ -83,18 +202,22 @@ struct PendingBatch {
     leader_epoch: LeaderEpoch,
 }
 
-struct State {
-    segments: BTreeMap<Offset, Segment>,
+pub(crate) struct State {
+    pub(crate) segments: BTreeMap<Offset, Segment>,
     pending: VecDeque<PendingBatch>,
-    log_start_offset: Offset,
+    pub(crate) log_start_offset: Offset,
     high_watermark: Offset,
-    written_offset: Offset,
+    pub(crate) written_offset: Offset,
+    synced_offset: Offset,
     log_end_offset: Offset,
-    offline: bool,
+    /// When the oldest unsynced write completed.
+    unsynced_since_ms: Option<i64>,
+    pub(crate) offline: bool,
+    pub(crate) cache: TailCache,
 }
 
 impl State {
-    fn active(&self) -> &Segment {
+    pub(crate) fn active(&self) -> &Segment {
         self.segments
             .values()
             .next_back()
@@ -110,10 +233,16 @@ impl State {
 
 /// One partition's log. Owned by one shard; not `Send`.
 pub struct Log {
-    dir: PathBuf,
-    config: LogConfig,
-    state: RefCell<State>,
+    pub(crate) dir: PathBuf,
+    config: Cell<LogConfig>,
+    pub(crate) state: RefCell<State>,
     write_lock: Semaphore,
+    sync_lock: Semaphore,
+    /// Held by retention, DeleteRecords and compaction: one at a time
+    /// changes the closed segments.
+    pub(crate) maintenance_lock: Semaphore,
+    pub(crate) context: LogContext,
+    open_report: OpenReport,
 }
 
 enum WritePlan {
@@ -133,12 +262,16 @@ struct WriteJob {
     block: u64,
 }
 
+/// The active segment's extent as the clean-shutdown marker records it:
+/// base, size, next offset, max timestamp, offset of max timestamp.
+const MARKER_FIELDS: usize = 5;
+
 impl Log {
-    /// Opens (or creates) the log in `dir`, recovering every segment.
+    /// Opens (or creates) the log in `dir`, recovering it.
     ///
     /// Blocks the reactor on directory listing and creation: call it at
     /// startup or from admin paths, never from produce or fetch.
-    pub async fn open(dir: PathBuf, config: LogConfig) -> Result<Log> {
+    pub async fn open(dir: PathBuf, config: LogConfig, context: LogContext) -> Result<Log> {
         assert!(
             config.segment_bytes > HEADER_BYTES as u64,
             "segment.bytes holds a batch"
@@ -147,69 +280,189 @@ impl Log {
             config.segment_bytes <= u32::MAX as u64,
             "segment positions fit in u32"
         );
+        let created = !dir.exists();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create log dir", &dir, e))?;
+        if created {
+            if let Some(parent) = dir.parent() {
+                checkpoint::sync_dir(parent).await?;
+            }
+        }
+        let mut report = OpenReport::default();
         let mut bases = Vec::new();
         let entries = std::fs::read_dir(&dir).map_err(|e| Error::io("list log dir", &dir, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| Error::io("list log dir", &dir, e))?;
-            if let Some(base) = entry
-                .file_name()
-                .to_str()
-                .and_then(segment::parse_file_name)
-            {
-                bases.push(base);
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            match segment::parse_file_name(name) {
+                Some((base, LOG_EXT)) => bases.push(base),
+                Some((_, ext)) if ext.ends_with(".tmp") || ext == CLEANED_EXT => {
+                    // An unfinished compaction or state file write: the
+                    // original is intact.
+                    checkpoint::remove_if_present(&entry.path()).await?;
+                }
+                _ if name.ends_with(".tmp") => {
+                    checkpoint::remove_if_present(&entry.path()).await?;
+                }
+                _ => {}
             }
         }
         bases.sort();
+        let marker = Self::read_marker(&dir).await?;
+        let persisted_start = checkpoint::read_framed(&dir.join(LOG_START_FILE))
+            .await?
+            .and_then(|p| checkpoint::i64s::<1>(&p))
+            .map(|[o]| Offset(o));
+        // Segments wholly below a persisted log start were being deleted.
+        if let Some(start) = persisted_start {
+            while bases.len() > 1 && bases[1] <= start {
+                let base = bases.remove(0);
+                for ext in [LOG_EXT, INDEX_EXT, TIME_INDEX_EXT] {
+                    checkpoint::remove_if_present(&dir.join(segment::file_name(base, ext)))
+                        .await?;
+                }
+            }
+        }
         if bases.is_empty() {
-            bases.push(Offset(0));
+            bases.push(persisted_start.unwrap_or(Offset(0)));
         }
         let mut segments = BTreeMap::new();
         let mut next = bases[0];
         let mut cut_short = false;
-        for base in bases {
+        let last_base = *bases.last().expect("one segment");
+        for (i, &base) in bases.iter().enumerate() {
             if cut_short {
                 // A damaged segment ended the log; later ones no longer follow it.
-                let path = dir.join(segment::file_name(base));
-                tracing::warn!(path = %path.display(), "removing segment after a damaged one");
-                std::fs::remove_file(&path).map_err(|e| Error::io("remove segment", &path, e))?;
+                for ext in [LOG_EXT, INDEX_EXT, TIME_INDEX_EXT] {
+                    let path = dir.join(segment::file_name(base, ext));
+                    tracing::warn!(path = %path.display(), "removing a file after a damaged segment");
+                    checkpoint::remove_if_present(&path).await?;
+                }
                 continue;
             }
-            let mut seg = Segment::open(&dir, base).await?;
-            let outcome = recovery::recover_segment(&mut seg, next, &config).await?;
-            if outcome.truncated_bytes > 0 {
-                tracing::warn!(
-                    path = %seg.path.display(),
-                    kept_bytes = seg.size,
-                    truncated_bytes = outcome.truncated_bytes,
-                    "truncated a torn or corrupt segment tail"
-                );
-                cut_short = true;
-            }
+            let seg = if base == last_base {
+                match marker {
+                    Some(m) if m[0] == base.0 => {
+                        report.clean_shutdown = true;
+                        Self::load_active(&dir, base, m).await?
+                    }
+                    _ => None,
+                }
+            } else {
+                Segment::load_closed(&dir, base, bases[i + 1]).await?
+            };
+            let seg = match seg {
+                Some(seg) => {
+                    report.segments_loaded += 1;
+                    seg
+                }
+                None => {
+                    let mut seg = Segment::open(&dir, base).await?;
+                    let outcome = recovery::recover_segment(&mut seg, next, &config).await?;
+                    report.segments_scanned += 1;
+                    if outcome.truncated_bytes > 0 {
+                        tracing::warn!(
+                            path = %seg.path.display(),
+                            kept_bytes = seg.size,
+                            truncated_bytes = outcome.truncated_bytes,
+                            "truncated a torn or corrupt segment tail"
+                        );
+                        report.truncated_bytes += outcome.truncated_bytes;
+                        cut_short = true;
+                    }
+                    if base != last_base && !cut_short {
+                        // Offsets between the last batch and the next segment
+                        // were removed by compaction; the segment spans them.
+                        seg.next_offset = seg.next_offset.max(bases[i + 1]);
+                        seg.seal_time_index();
+                        seg.write_index_files().await?;
+                    }
+                    seg
+                }
+            };
             next = seg.next_offset;
             segments.insert(base, seg);
         }
-        let log_start_offset = *segments.keys().next().expect("one segment");
+        if marker.is_some() {
+            // From here on the active segment changes: a crash must scan it.
+            checkpoint::remove_if_present(&dir.join(CLEAN_SHUTDOWN_FILE)).await?;
+        }
+        checkpoint::sync_dir(&dir).await?;
+        let first_base = *segments.keys().next().expect("one segment");
         let end = segments
             .values()
             .next_back()
             .expect("one segment")
             .next_offset;
+        let log_start_offset = persisted_start.map_or(first_base, |s| s.max(first_base).min(end));
         let state = State {
             segments,
             pending: VecDeque::new(),
             log_start_offset,
             high_watermark: end,
             written_offset: end,
+            synced_offset: end,
             log_end_offset: end,
+            unsynced_since_ms: None,
             offline: false,
+            cache: TailCache::default(),
         };
+        assert!(state.log_start_offset <= state.high_watermark, "watermarks in order");
+        context.cache_budget.register();
         Ok(Log {
             dir,
-            config,
+            config: Cell::new(config),
             state: RefCell::new(state),
             write_lock: Semaphore::new(1),
+            sync_lock: Semaphore::new(1),
+            maintenance_lock: Semaphore::new(1),
+            context,
+            open_report: report,
         })
+    }
+
+    async fn read_marker(dir: &Path) -> Result<Option<[i64; MARKER_FIELDS]>> {
+        Ok(checkpoint::read_framed(&dir.join(CLEAN_SHUTDOWN_FILE))
+            .await?
+            .and_then(|p| checkpoint::i64s::<MARKER_FIELDS>(&p)))
+    }
+
+    /// The active segment as the clean-shutdown marker describes it, if its
+    /// file and index files agree with the marker.
+    async fn load_active(dir: &Path, base: Offset, m: [i64; MARKER_FIELDS]) -> Result<Option<Segment>> {
+        let [_, size, next, max_ts, offset_of_max] = m;
+        if size < 0 || next < base.0 {
+            return Ok(None);
+        }
+        let Some(mut seg) = Segment::load_closed(dir, base, Offset(next)).await? else {
+            return Ok(None);
+        };
+        let size = size as u64;
+        let file_size = seg.size;
+        let block = seg.block_bytes();
+        // The file holds the logical size rounded up to whole blocks.
+        if file_size < size || file_size > size.div_ceil(block) * block {
+            return Ok(None);
+        }
+        seg.size = size;
+        seg.max_timestamp = max_ts;
+        seg.offset_of_max_timestamp = Offset(offset_of_max);
+        seg.bytes_since_index = size.saturating_sub(seg.offset_index.last_pos().0);
+        let tail_start = size - size % block;
+        seg.tail = if size > tail_start {
+            let buf = seg
+                .file
+                .read_at(tail_start, (size - tail_start) as usize)
+                .await
+                .map_err(|e| Error::glommio("read segment tail", &seg.path, e))?;
+            if buf.len() as u64 != size - tail_start {
+                return Ok(None);
+            }
+            buf.to_vec()
+        } else {
+            Vec::new()
+        };
+        Ok(Some(seg))
     }
 
     pub fn dir(&self) -> &Path {
@@ -217,7 +470,21 @@ impl Log {
     }
 
     pub fn config(&self) -> LogConfig {
-        self.config
+        self.config.get()
+    }
+
+    /// Applies changed topic settings; they take effect from the next append,
+    /// roll, retention pass or compaction.
+    pub fn set_config(&self, config: LogConfig) {
+        assert!(
+            config.segment_bytes > HEADER_BYTES as u64,
+            "segment.bytes holds a batch"
+        );
+        self.config.set(config);
+    }
+
+    pub fn open_report(&self) -> OpenReport {
+        self.open_report
     }
 
     pub fn log_start_offset(&self) -> Offset {
@@ -232,6 +499,11 @@ impl Log {
         self.state.borrow().log_end_offset
     }
 
+    /// Offsets below this are on stable storage.
+    pub fn synced_offset(&self) -> Offset {
+        self.state.borrow().synced_offset
+    }
+
     /// Bytes stored in all segments.
     pub fn size_bytes(&self) -> u64 {
         self.state.borrow().segments.values().map(|s| s.size).sum()
@@ -241,7 +513,13 @@ impl Log {
         self.state.borrow().segments.len()
     }
 
-    /// Appends whole v2 batches; returns once all of them are written.
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_bases(&self) -> Vec<Offset> {
+        self.state.borrow().segments.keys().copied().collect()
+    }
+
+    /// Appends whole v2 batches; returns once all of them are written, and
+    /// synced if `durability` or `flush.messages` asks for it.
     ///
     /// Every batch is checked (framing, size limit, CRC32C) before any is
     /// queued, so a bad batch rejects the whole set. Offsets are assigned
@@ -250,9 +528,18 @@ impl Log {
         &self,
         batches: &[Bytes],
         leader_epoch: LeaderEpoch,
+        durability: Durability,
     ) -> Result<AppendOutcome> {
         let (base_offset, last_offset) = self.enqueue(batches, leader_epoch)?;
-        self.write_until(Offset(last_offset.0 + 1)).await?;
+        let end = Offset(last_offset.0 + 1);
+        self.write_until(end).await?;
+        let flush_due = self.config().flush_messages.is_some_and(|n| {
+            let st = self.state.borrow();
+            (st.written_offset.0 - st.synced_offset.0) as u64 >= n
+        });
+        if durability == Durability::Synced || flush_due {
+            self.sync_until(end).await?;
+        }
         Ok(AppendOutcome {
             base_offset,
             last_offset,
@@ -262,12 +549,13 @@ impl Log {
 
     fn enqueue(&self, batches: &[Bytes], leader_epoch: LeaderEpoch) -> Result<(Offset, Offset)> {
         assert!(!batches.is_empty(), "append of no batches");
+        let message_bytes_max = self.config().message_bytes_max;
         let mut views = Vec::with_capacity(batches.len());
         for bytes in batches {
-            if bytes.len() > self.config.message_bytes_max {
+            if bytes.len() > message_bytes_max {
                 return Err(Error::BatchTooLarge {
                     len: bytes.len(),
-                    limit: self.config.message_bytes_max,
+                    limit: message_bytes_max,
                 });
             }
             let view = BatchView::parse(bytes)?
@@ -311,6 +599,8 @@ impl Log {
             .acquire_permit(1)
             .await
             .map_err(|e| Error::glommio("acquire write lock", &self.dir, e))?;
+        // Each pass writes or rolls at least one queued batch, and nothing is
+        // queued below `end` after this call started: the queue bounds the loop.
         loop {
             {
                 let st = self.state.borrow();
@@ -338,8 +628,18 @@ impl Log {
             return Ok(WritePlan::Idle);
         };
         let seg = st.active();
-        let segment_bytes = self.config.segment_bytes;
+        let config = self.config();
+        let segment_bytes = config.segment_bytes;
         if seg.size > 0 && seg.size + first.bytes.len() as u64 > segment_bytes {
+            return Ok(WritePlan::Roll(first.base_offset));
+        }
+        let aged = match (config.segment_age_max, seg.first_append_ms) {
+            (Some(age), Some(first_ms)) => {
+                self.context.clock.now_ms() - first_ms >= age.as_millis() as i64
+            }
+            _ => false,
+        };
+        if seg.size > 0 && aged {
             return Ok(WritePlan::Roll(first.base_offset));
         }
         let mut batch_count = 0;
@@ -418,52 +718,159 @@ impl Log {
                 ),
             ));
         }
+        let now_ms = self.context.clock.now_ms();
         let mut st = self.state.borrow_mut();
-        let interval = self.config.index_interval_bytes;
+        let interval = self.config().index_interval_bytes;
         let mut at = pos;
-        let mut new_written = st.written_offset;
         let mut done = Vec::with_capacity(batch_count);
         for _ in 0..batch_count {
             done.push(st.pending.pop_front().expect("planned batches are queued"));
         }
         let seg = st.active_mut();
         assert_eq!(seg.size, pos, "nothing else wrote this segment");
+        seg.first_append_ms.get_or_insert(now_ms);
+        let mut cached_batches = Vec::with_capacity(batch_count);
         for b in &done {
             let len = b.bytes.len() as u64;
+            cached_batches.push((b.base_offset, (at - pos) as u32));
             seg.index_batch(interval, b.base_offset, FilePos(at), len, b.max_timestamp);
             seg.next_offset = Offset(b.last_offset.0 + 1);
             at += len;
-            new_written = seg.next_offset;
         }
+        let new_written = seg.next_offset;
         let tail_start = (used / block as usize) * block as usize;
-        seg.tail = buf.as_bytes()[tail_start..used].to_vec();
+        seg.tail.clear();
+        seg.tail.extend_from_slice(&buf.as_bytes()[tail_start..used]);
+        let cached = Bytes::copy_from_slice(&buf.as_bytes()[tail_len..used]);
+        st.cache.insert(
+            &self.context.cache_budget,
+            cached,
+            cached_batches,
+            new_written,
+        );
+        if st.synced_offset == st.written_offset {
+            st.unsynced_since_ms = Some(now_ms);
+        }
         st.written_offset = new_written;
         st.high_watermark = new_written;
         Ok(())
     }
 
+    /// Syncs until every offset below `end` is on stable storage. Callers
+    /// waiting together share one `fdatasync` of the active segment; closed
+    /// segments were synced when they were closed.
+    async fn sync_until(&self, end: Offset) -> Result<()> {
+        if self.state.borrow().synced_offset >= end {
+            return Ok(());
+        }
+        let _permit = self
+            .sync_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|e| Error::glommio("acquire sync lock", &self.dir, e))?;
+        let (target, file) = {
+            let st = self.state.borrow();
+            if st.offline {
+                return Err(Error::Offline(self.dir.clone()));
+            }
+            if st.synced_offset >= end {
+                return Ok(());
+            }
+            (st.written_offset, st.active().file.clone())
+        };
+        assert!(target >= end, "an offset is synced only after its write");
+        if let Err(e) = file.fdatasync().await {
+            // After a failed fsync what is on disk is unknown.
+            self.state.borrow_mut().offline = true;
+            return Err(Error::glommio("sync segment", &self.dir, e));
+        }
+        let mut st = self.state.borrow_mut();
+        st.synced_offset = st.synced_offset.max(target);
+        if st.synced_offset == st.written_offset {
+            st.unsynced_since_ms = None;
+        }
+        Ok(())
+    }
+
+    /// Syncs everything written, whatever the policy.
+    pub async fn sync(&self) -> Result<()> {
+        let end = self.state.borrow().written_offset;
+        self.sync_until(end).await
+    }
+
+    /// Syncs if a write has waited longer than `flush.ms`; returns whether it did.
+    pub async fn sync_if_due(&self) -> Result<bool> {
+        let Some(interval) = self.config().flush_interval else {
+            return Ok(false);
+        };
+        let due = self
+            .state
+            .borrow()
+            .unsynced_since_ms
+            .is_some_and(|since| self.context.clock.now_ms() - since >= interval.as_millis() as i64);
+        if due {
+            self.sync().await?;
+        }
+        Ok(due)
+    }
+
+    /// Closes the active segment and starts one at `base`.
+    ///
+    /// The closed segment is cut to its batches, synced, and given index
+    /// files; the new file's directory entry is synced, so a closed segment
+    /// is durable whatever the flush policy.
     async fn roll(&self, base: Offset) -> Result<()> {
-        {
+        let (old_file, old_size) = {
             let st = self.state.borrow();
             assert_eq!(
                 st.written_offset, base,
                 "a new segment starts at the written end"
             );
-        }
-        // Cut the closed segment's block padding so its file holds exactly its
-        // batches, as a Kafka segment does.
-        let (old_file, old_path, old_size) = {
-            let st = self.state.borrow();
             let old = st.active();
-            (old.file.clone(), old.path.clone(), old.size)
+            (old.file.clone(), old.size)
         };
-        if let Err(e) = old_file.truncate(old_size).await {
-            self.state.borrow_mut().offline = true;
-            return Err(Error::glommio("truncate closed segment", old_path, e));
-        }
-        let seg = Segment::open(&self.dir, base).await?;
+        let closing = async {
+            old_file
+                .truncate(old_size)
+                .await
+                .map_err(|e| Error::glommio("truncate closed segment", &self.dir, e))?;
+            old_file
+                .fdatasync()
+                .await
+                .map_err(|e| Error::glommio("sync closed segment", &self.dir, e))?;
+            let (index, time) = {
+                let mut st = self.state.borrow_mut();
+                let old = st.active_mut();
+                old.seal_time_index();
+                old.tail = Vec::new();
+                (old.sibling(INDEX_EXT), old.sibling(TIME_INDEX_EXT))
+            };
+            let (index_bytes, time_bytes) = {
+                let st = self.state.borrow();
+                let old = st.active();
+                (old.offset_index.encode(), old.time_index.encode())
+            };
+            checkpoint::write_raw(&index, index_bytes).await?;
+            checkpoint::write_raw(&time, time_bytes).await?;
+            let seg = Segment::open(&self.dir, base).await?;
+            checkpoint::sync_dir(&self.dir).await?;
+            Ok::<Segment, Error>(seg)
+        };
+        let seg = match closing.await {
+            Ok(seg) => seg,
+            Err(e) => {
+                self.state.borrow_mut().offline = true;
+                return Err(e);
+            }
+        };
         tracing::debug!(path = %seg.path.display(), "rolled segment");
-        self.state.borrow_mut().segments.insert(base, seg);
+        let mut st = self.state.borrow_mut();
+        st.segments.insert(base, seg);
+        // Everything before the new segment was synced with the old one.
+        st.synced_offset = st.synced_offset.max(base);
+        if st.synced_offset == st.written_offset {
+            st.unsynced_since_ms = None;
+        }
         Ok(())
     }
 
@@ -492,6 +899,13 @@ impl Log {
         if from == hw {
             return Ok(empty);
         }
+        if let Some(bytes) = self.state.borrow().cache.read(from, hw, max_bytes) {
+            return Ok(ReadOutcome {
+                bytes,
+                high_watermark: hw,
+                log_start_offset: log_start,
+            });
+        }
         let mut seg_key = {
             let st = self.state.borrow();
             match st.segments.range(..=from).next_back() {
@@ -516,6 +930,9 @@ impl Log {
                 .find_batch(&file, start_pos.0, size, |v| v.last_offset() >= from.0)
                 .await?
             {
+                if found.1.base_offset >= hw.0 {
+                    return Ok(empty);
+                }
                 let bytes = self.read_batches(&file, found, size, max_bytes, hw).await?;
                 return Ok(ReadOutcome {
                     bytes,
@@ -540,14 +957,14 @@ impl Log {
 
     /// Walks batch headers from `pos` and returns the first batch (position and
     /// header) for which `wanted` holds, or `None` at the end of the segment.
-    async fn find_batch(
+    pub(crate) async fn find_batch(
         &self,
         file: &DmaFile,
         mut pos: u64,
         size: u64,
         wanted: impl Fn(&BatchView) -> bool,
     ) -> Result<Option<(u64, BatchView)>> {
-        let window = (2 * self.config.index_interval_bytes as usize).max(64 << 10);
+        let window = (2 * self.config().index_interval_bytes as usize).max(64 << 10);
         while pos < size {
             let len = window.min((size - pos) as usize);
             let buf = self.read_exact(file, pos, len).await?;
@@ -600,7 +1017,12 @@ impl Log {
         Ok(Bytes::copy_from_slice(&buf[..off]))
     }
 
-    async fn read_exact(&self, file: &DmaFile, pos: u64, len: usize) -> Result<ReadResult> {
+    pub(crate) async fn read_exact(
+        &self,
+        file: &DmaFile,
+        pos: u64,
+        len: usize,
+    ) -> Result<ReadResult> {
         let buf = file
             .read_at(pos, len)
             .await
@@ -621,18 +1043,24 @@ impl Log {
     /// The first record whose timestamp is at least `target`, as ListOffsets
     /// asks; `None` when every record is older.
     pub async fn offset_for_timestamp(&self, target: i64) -> Result<Option<TimestampLookup>> {
-        let candidates: Vec<(Rc<DmaFile>, u64, u64)> = {
+        let (candidates, hw, log_start) = {
             let st = self.state.borrow();
-            st.segments
+            let candidates: Vec<(Rc<DmaFile>, u64, u64)> = st
+                .segments
                 .values()
-                .filter(|s| s.max_timestamp >= target)
-                .map(|s| (s.file.clone(), s.size, s.time_index.lookup(target).0))
-                .collect()
+                .filter(|s| s.max_timestamp >= target && s.next_offset > st.log_start_offset)
+                .map(|s| {
+                    let from = s.time_index.lookup(s.base, target);
+                    (s.file.clone(), s.size, s.offset_index.lookup(s.base, from).0)
+                })
+                .collect();
+            (candidates, st.high_watermark, st.log_start_offset)
         };
-        let hw = self.high_watermark();
         for (file, size, pos) in candidates {
             let Some((at, view)) = self
-                .find_batch(&file, pos, size, |v| v.max_timestamp >= target)
+                .find_batch(&file, pos, size, |v| {
+                    v.max_timestamp >= target && v.last_offset() >= log_start.0
+                })
                 .await?
             else {
                 continue;
@@ -643,7 +1071,7 @@ impl Log {
             let batch = self.read_exact(&file, at, view.total_len).await?;
             if let Some((offset, timestamp)) = view.first_offset_at_or_after(&batch, target) {
                 return Ok(Some(TimestampLookup {
-                    offset: Offset(offset),
+                    offset: Offset(offset.max(log_start.0)),
                     timestamp,
                 }));
             }
@@ -651,13 +1079,190 @@ impl Log {
         Ok(None)
     }
 
-    /// Waits for queued writes and closes every segment file.
+    /// Deletes closed segments past `retention.ms` or beyond `retention.bytes`
+    /// (oldest first, never the active one) and moves the log start offset.
+    pub async fn apply_retention(&self) -> Result<RetentionOutcome> {
+        let _permit = self
+            .maintenance_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|e| Error::glommio("acquire maintenance lock", &self.dir, e))?;
+        let config = self.config();
+        let doomed: Vec<Offset> = {
+            let st = self.state.borrow();
+            if !config.cleanup.delete || st.offline {
+                return Ok(RetentionOutcome {
+                    log_start_offset: st.log_start_offset,
+                    ..RetentionOutcome::default()
+                });
+            }
+            let now = self.context.clock.now_ms();
+            let total: u64 = st.segments.values().map(|s| s.size).sum();
+            let mut excess = config
+                .retention_bytes
+                .map_or(0, |limit| total.saturating_sub(limit));
+            let closed = st.segments.len() - 1;
+            let mut doomed = Vec::new();
+            for seg in st.segments.values().take(closed) {
+                let expired = config.retention.is_some_and(|r| {
+                    seg.max_timestamp >= 0 && now - seg.max_timestamp > r.as_millis() as i64
+                });
+                let oversize = excess > 0 && excess >= seg.size;
+                let below_start = seg.next_offset <= st.log_start_offset;
+                if !(expired || oversize || below_start) {
+                    break;
+                }
+                excess = excess.saturating_sub(seg.size);
+                doomed.push(seg.base);
+            }
+            doomed
+        };
+        let outcome = self.delete_segments(&doomed).await?;
+        if outcome.segments_deleted > 0 {
+            tracing::info!(
+                log = %self.dir.display(),
+                segments = outcome.segments_deleted,
+                bytes = outcome.bytes_deleted,
+                log_start_offset = outcome.log_start_offset.0,
+                "retention deleted segments"
+            );
+        }
+        Ok(outcome)
+    }
+
+    /// Removes the given oldest closed segments; the maintenance lock is held.
+    async fn delete_segments(&self, bases: &[Offset]) -> Result<RetentionOutcome> {
+        let mut removed = Vec::new();
+        let log_start_offset = {
+            let mut st = self.state.borrow_mut();
+            for base in bases {
+                assert!(
+                    st.segments.len() > 1,
+                    "the active segment is never deleted"
+                );
+                let first = *st.segments.keys().next().expect("segments");
+                assert_eq!(first, *base, "segments go oldest first");
+                removed.push(st.segments.remove(base).expect("listed segment"));
+            }
+            let first = *st.segments.keys().next().expect("segments");
+            st.log_start_offset = st.log_start_offset.max(first);
+            let start = st.log_start_offset;
+            st.cache.evict_below(start);
+            start
+        };
+        let mut outcome = RetentionOutcome {
+            segments_deleted: removed.len(),
+            bytes_deleted: removed.iter().map(|s| s.size).sum(),
+            log_start_offset,
+        };
+        for seg in removed {
+            // Readers still holding the file keep reading the unlinked inode.
+            for ext in [LOG_EXT, INDEX_EXT, TIME_INDEX_EXT] {
+                checkpoint::remove_if_present(&seg.sibling(ext)).await?;
+            }
+        }
+        if outcome.segments_deleted > 0 {
+            checkpoint::sync_dir(&self.dir).await?;
+        }
+        outcome.log_start_offset = self.log_start_offset();
+        Ok(outcome)
+    }
+
+    /// Moves the log start offset up to `offset` (DeleteRecords): records
+    /// below it are no longer readable, and segments wholly below it go.
+    /// Returns the new log start offset.
+    pub async fn delete_records_before(&self, offset: Offset) -> Result<Offset> {
+        let _permit = self
+            .maintenance_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|e| Error::glommio("acquire maintenance lock", &self.dir, e))?;
+        let (hw, start) = {
+            let st = self.state.borrow();
+            if st.offline {
+                return Err(Error::Offline(self.dir.clone()));
+            }
+            (st.high_watermark, st.log_start_offset)
+        };
+        if offset > hw || offset.0 < 0 {
+            return Err(Error::OffsetOutOfRange {
+                requested: offset.0,
+                log_start: start.0,
+                high_watermark: hw.0,
+            });
+        }
+        if offset <= start {
+            return Ok(start);
+        }
+        // Durable first: a crash after this point still hides the records.
+        checkpoint::write_framed(
+            &self.dir.join(LOG_START_FILE),
+            &checkpoint::encode_i64s(&[offset.0]),
+        )
+        .await?;
+        checkpoint::sync_dir(&self.dir).await?;
+        let doomed: Vec<Offset> = {
+            let mut st = self.state.borrow_mut();
+            st.log_start_offset = offset;
+            let closed = st.segments.len() - 1;
+            st.segments
+                .values()
+                .take(closed)
+                .take_while(|s| s.next_offset <= offset)
+                .map(|s| s.base)
+                .collect()
+        };
+        self.delete_segments(&doomed).await?;
+        Ok(self.log_start_offset())
+    }
+
+    /// Waits for queued writes, syncs, writes the active segment's indexes
+    /// and the clean-shutdown marker, and closes every segment file.
     pub async fn close(&self) -> Result<()> {
         let _permit = self
             .write_lock
             .acquire_permit(1)
             .await
             .map_err(|e| Error::glommio("acquire write lock", &self.dir, e))?;
+        let _maintenance = self
+            .maintenance_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|e| Error::glommio("acquire maintenance lock", &self.dir, e))?;
+        let offline = self.state.borrow().offline;
+        if !offline {
+            self.sync().await?;
+            let (index, time, index_bytes, time_bytes, marker) = {
+                let st = self.state.borrow();
+                let active = st.active();
+                let mut time_index = active.time_index.clone();
+                if active.max_timestamp >= 0 {
+                    time_index.push(
+                        active.base,
+                        active.max_timestamp,
+                        active.offset_of_max_timestamp,
+                    );
+                }
+                let marker = checkpoint::encode_i64s(&[
+                    active.base.0,
+                    active.size as i64,
+                    active.next_offset.0,
+                    active.max_timestamp,
+                    active.offset_of_max_timestamp.0,
+                ]);
+                (
+                    active.sibling(INDEX_EXT),
+                    active.sibling(TIME_INDEX_EXT),
+                    active.offset_index.encode(),
+                    time_index.encode(),
+                    marker,
+                )
+            };
+            checkpoint::write_raw(&index, index_bytes).await?;
+            checkpoint::write_raw(&time, time_bytes).await?;
+            checkpoint::write_framed(&self.dir.join(CLEAN_SHUTDOWN_FILE), &marker).await?;
+            checkpoint::sync_dir(&self.dir).await?;
+        }
         let files: Vec<(PathBuf, Rc<DmaFile>)> = {
             let st = self.state.borrow();
             st.segments
@@ -671,6 +1276,13 @@ impl Log {
                 .map_err(|e| Error::glommio("close segment", &path, e))?;
         }
         self.write_lock.close();
+        self.maintenance_lock.close();
         Ok(())
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        self.context.cache_budget.unregister();
     }
 }

@@ -51,6 +51,62 @@ pub struct BrokerConfig {
     pub group_max_session_timeout_ms: u64,
     /// `group.initial.rebalance.delay.ms`: how long a new group waits for more members.
     pub group_initial_rebalance_delay_ms: u64,
+    /// `sluice.flush`: when an append waits for `fdatasync` (see [`FlushMode`]).
+    pub flush: FlushMode,
+    /// `log.flush.interval.messages`: sync once this many records are unsynced.
+    pub log_flush_interval_messages: i64,
+    /// `log.flush.interval.ms`: sync writes older than this.
+    pub log_flush_interval_ms: i64,
+    /// `log.roll.ms`: a segment is closed once its first batch is this old.
+    pub log_roll_ms: i64,
+    /// `log.retention.ms`; -1 for no time limit.
+    pub log_retention_ms: i64,
+    /// `log.retention.bytes`; -1 for no size limit.
+    pub log_retention_bytes: i64,
+    /// `log.retention.check.interval.ms`: how often retention runs.
+    pub log_retention_check_interval_ms: u64,
+    /// `log.cleanup.policy`
+    pub log_cleanup_policy: String,
+    /// `log.cleaner.backoff.ms`: how often compaction looks for dirty logs.
+    pub log_cleaner_backoff_ms: u64,
+    /// `log.cleaner.min.cleanable.ratio`
+    pub log_cleaner_min_cleanable_ratio: f64,
+    /// `log.cleaner.delete.retention.ms`: how long tombstones stay.
+    pub log_cleaner_delete_retention_ms: i64,
+    /// Memory for tail caches across the node, split evenly between shards.
+    pub tail_cache_bytes: usize,
+}
+
+/// When an acknowledged write reaches stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FlushMode {
+    /// acks=-1 produces wait for `fdatasync`; acks=1 and acks=0 do not.
+    OnAckAll,
+    /// Every produce waits for `fdatasync`.
+    Always,
+    /// No produce waits for `fdatasync`; only `flush.messages`, `flush.ms`
+    /// and segment rolls sync.
+    Never,
+}
+
+impl FlushMode {
+    pub fn parse(s: &str) -> Option<FlushMode> {
+        match s {
+            "on-ack-all" => Some(FlushMode::OnAckAll),
+            "always" => Some(FlushMode::Always),
+            "never" => Some(FlushMode::Never),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FlushMode::OnAckAll => "on-ack-all",
+            FlushMode::Always => "always",
+            FlushMode::Never => "never",
+        }
+    }
 }
 
 impl Default for BrokerConfig {
@@ -75,6 +131,18 @@ impl Default for BrokerConfig {
             group_min_session_timeout_ms: 6_000,
             group_max_session_timeout_ms: 1_800_000,
             group_initial_rebalance_delay_ms: 3_000,
+            flush: FlushMode::OnAckAll,
+            log_flush_interval_messages: i64::MAX,
+            log_flush_interval_ms: i64::MAX,
+            log_roll_ms: 604_800_000,
+            log_retention_ms: 604_800_000,
+            log_retention_bytes: -1,
+            log_retention_check_interval_ms: 300_000,
+            log_cleanup_policy: "delete".to_string(),
+            log_cleaner_backoff_ms: 15_000,
+            log_cleaner_min_cleanable_ratio: 0.5,
+            log_cleaner_delete_retention_ms: 86_400_000,
+            tail_cache_bytes: 256 << 20,
         }
     }
 }
@@ -82,6 +150,14 @@ impl Default for BrokerConfig {
 impl BrokerConfig {
     pub fn connections_max_idle(&self) -> Duration {
         Duration::from_millis(self.connections_max_idle_ms)
+    }
+
+    pub fn retention_check_interval(&self) -> Duration {
+        Duration::from_millis(self.log_retention_check_interval_ms.max(1))
+    }
+
+    pub fn cleaner_backoff(&self) -> Duration {
+        Duration::from_millis(self.log_cleaner_backoff_ms.max(1))
     }
 
     pub fn group_config(&self) -> crate::groups::GroupConfig {

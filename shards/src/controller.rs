@@ -16,7 +16,10 @@ use glommio::sync::Semaphore;
 use sluice_wire::ErrorCode;
 
 use crate::ids::{NodeId, TopicId};
-use crate::mesh::{AdminRequest, Failure, NewPartitions, NewTopic, TopicOutcome};
+use crate::mesh::{
+    AdminRequest, AlterMode, ConfigOpKind, Failure, NewPartitions, NewTopic, TopicConfigChange,
+    TopicOutcome,
+};
 use crate::metadata::{
     self, topic_config_problem, topic_name_problem, ClusterMeta, MetadataStore, PartitionMeta,
     TopicMeta, TOPIC_PARTITIONS_MAX,
@@ -102,6 +105,14 @@ impl Controller {
                 validate_only,
             } => {
                 let outcomes = self.create_partitions(shard, &mut next, topics);
+                let changed = !validate_only && outcomes.iter().any(|o| o.result.is_ok());
+                (outcomes, changed)
+            }
+            AdminRequest::AlterConfigs {
+                changes,
+                validate_only,
+            } => {
+                let outcomes = alter_configs(&mut next, changes);
                 let changed = !validate_only && outcomes.iter().any(|o| o.result.is_ok());
                 (outcomes, changed)
             }
@@ -347,6 +358,97 @@ fn delete_topics(next: &mut ClusterMeta, names: Vec<String>) -> Vec<TopicOutcome
         .collect()
 }
 
+/// Applies config changes to topics; a topic whose change has any bad
+/// operation keeps its configs and fails as a whole, as in Kafka.
+fn alter_configs(next: &mut ClusterMeta, changes: Vec<TopicConfigChange>) -> Vec<TopicOutcome> {
+    changes
+        .into_iter()
+        .map(|change| {
+            let result = match next.topics.get_mut(&change.topic) {
+                None => Err(Failure::new(
+                    ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                    format!("topic '{}' does not exist", change.topic),
+                )),
+                Some(topic) => changed_configs(&topic.configs, &change).map(|configs| {
+                    topic.configs = configs;
+                    topic.clone()
+                }),
+            };
+            TopicOutcome {
+                name: change.topic,
+                result,
+            }
+        })
+        .collect()
+}
+
+/// The configs a topic has after `change`, or why the change is refused.
+fn changed_configs(
+    current: &BTreeMap<String, String>,
+    change: &TopicConfigChange,
+) -> Result<BTreeMap<String, String>, Failure> {
+    let invalid = |message: String| Failure::new(ErrorCode::INVALID_CONFIG, message);
+    let mut configs = match change.mode {
+        AlterMode::Replace => BTreeMap::new(),
+        AlterMode::Incremental => current.clone(),
+    };
+    let mut seen = BTreeSet::new();
+    for op in &change.ops {
+        if !seen.insert(op.name.as_str()) {
+            return Err(Failure::new(
+                ErrorCode::INVALID_REQUEST,
+                format!("config {} appears more than once", op.name),
+            ));
+        }
+        if metadata::topic_config_def(&op.name).is_none() {
+            return Err(invalid(format!("unknown topic config {}", op.name)));
+        }
+        let list_config = op.name == "cleanup.policy";
+        match (op.kind, &op.value) {
+            (ConfigOpKind::Delete, _) => {
+                configs.remove(&op.name);
+            }
+            (ConfigOpKind::Set, Some(value)) => {
+                configs.insert(op.name.clone(), value.clone());
+            }
+            (ConfigOpKind::Append | ConfigOpKind::Subtract, _) if !list_config => {
+                return Err(invalid(format!("config {} is not a list", op.name)));
+            }
+            (ConfigOpKind::Append, Some(value)) => {
+                let mut items: Vec<String> = configs
+                    .get(&op.name)
+                    .map(|v| v.split(',').map(str::to_owned).collect())
+                    .unwrap_or_default();
+                for item in value.split(',') {
+                    if !items.iter().any(|i| i == item) {
+                        items.push(item.to_owned());
+                    }
+                }
+                configs.insert(op.name.clone(), items.join(","));
+            }
+            (ConfigOpKind::Subtract, Some(value)) => {
+                let remove: Vec<&str> = value.split(',').collect();
+                let items: Vec<&str> = configs
+                    .get(&op.name)
+                    .map(|v| v.split(',').filter(|i| !remove.contains(i)).collect())
+                    .unwrap_or_default();
+                if items.is_empty() {
+                    configs.remove(&op.name);
+                } else {
+                    configs.insert(op.name.clone(), items.join(","));
+                }
+            }
+            (_, None) => return Err(invalid(format!("null value for config {}", op.name))),
+        }
+        if let Some(value) = configs.get(&op.name) {
+            if let Some(problem) = topic_config_problem(&op.name, value) {
+                return Err(invalid(problem));
+            }
+        }
+    }
+    Ok(configs)
+}
+
 fn names_of(request: &AdminRequest) -> Vec<String> {
     match request {
         AdminRequest::CreateTopics { topics, .. } => {
@@ -355,6 +457,9 @@ fn names_of(request: &AdminRequest) -> Vec<String> {
         AdminRequest::DeleteTopics { names } => names.clone(),
         AdminRequest::CreatePartitions { topics, .. } => {
             topics.iter().map(|t| t.topic.clone()).collect()
+        }
+        AdminRequest::AlterConfigs { changes, .. } => {
+            changes.iter().map(|c| c.topic.clone()).collect()
         }
     }
 }

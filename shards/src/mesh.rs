@@ -54,6 +54,8 @@ pub type PartitionResult<T> = std::result::Result<T, Failure>;
 pub struct ProducePartition {
     pub tp: TopicPartition,
     pub batches: Vec<Bytes>,
+    /// Whether the answer waits for `fdatasync` (from acks and the flush policy).
+    pub durability: sluice_engine::Durability,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +126,50 @@ pub enum AdminRequest {
         topics: Vec<NewPartitions>,
         validate_only: bool,
     },
+    AlterConfigs {
+        changes: Vec<TopicConfigChange>,
+        validate_only: bool,
+    },
+}
+
+/// How a config change applies to a topic's existing configs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlterMode {
+    /// AlterConfigs: the topic's configs become exactly the ones given.
+    Replace,
+    /// IncrementalAlterConfigs: each operation changes one config.
+    Incremental,
+}
+
+/// One operation of IncrementalAlterConfigs (or a value of AlterConfigs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigOpKind {
+    Set,
+    Delete,
+    Append,
+    Subtract,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConfigOp {
+    pub name: String,
+    pub kind: ConfigOpKind,
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TopicConfigChange {
+    pub topic: String,
+    pub mode: AlterMode,
+    pub ops: Vec<ConfigOp>,
+}
+
+/// DeleteRecords for one partition: records below `offset` go (-1: the
+/// high watermark).
+#[derive(Debug, Clone)]
+pub struct DeleteRecordsPartition {
+    pub tp: TopicPartition,
+    pub offset: i64,
 }
 
 #[derive(Debug)]
@@ -137,6 +183,8 @@ pub struct TopicOutcome {
 pub enum ShardRequest {
     Produce(Vec<ProducePartition>),
     Fetch(Vec<FetchPartition>),
+    /// Answers each partition's new log start offset.
+    DeleteRecords(Vec<DeleteRecordsPartition>),
     /// Answer `true` as soon as any partition has data past its offset, or
     /// `false` once `wait` has passed.
     WaitForData {
@@ -157,6 +205,7 @@ pub enum ShardRequest {
 pub enum ShardResponse {
     Produce(Vec<PartitionResult<Appended>>),
     Fetch(Vec<PartitionResult<Fetched>>),
+    DeleteRecords(Vec<PartitionResult<i64>>),
     DataArrived(bool),
     ListOffsets(Vec<PartitionResult<OffsetAnswer>>),
     MetadataApplied(std::result::Result<(), String>),

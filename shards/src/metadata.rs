@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::BrokerConfig;
+use std::time::Duration;
+
+use crate::config::{BrokerConfig, FlushMode};
 use crate::error::{Error, Result};
 use crate::ids::{PartitionId, ShardId, TopicId};
 
@@ -191,7 +193,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     ConfigDef {
         name: "cleanup.policy",
         kind: ConfigKind::Choice(&["delete", "compact", "compact,delete", "delete,compact"]),
-        default: |_| "delete".into(),
+        default: |b| b.log_cleanup_policy.clone(),
         doc: "How old segments are removed: deleted by retention, or compacted by key.",
     },
     ConfigDef {
@@ -203,19 +205,19 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     ConfigDef {
         name: "delete.retention.ms",
         kind: ConfigKind::Long { min: 0 },
-        default: |_| "86400000".into(),
+        default: |b| b.log_cleaner_delete_retention_ms.to_string(),
         doc: "How long tombstones are kept in a compacted topic.",
     },
     ConfigDef {
         name: "flush.messages",
         kind: ConfigKind::Long { min: 1 },
-        default: |_| i64::MAX.to_string(),
+        default: |b| b.log_flush_interval_messages.to_string(),
         doc: "Records between forced fdatasyncs of the log.",
     },
     ConfigDef {
         name: "flush.ms",
         kind: ConfigKind::Long { min: 0 },
-        default: |_| i64::MAX.to_string(),
+        default: |b| b.log_flush_interval_ms.to_string(),
         doc: "Milliseconds between forced fdatasyncs of the log.",
     },
     ConfigDef {
@@ -239,7 +241,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     ConfigDef {
         name: "min.cleanable.dirty.ratio",
         kind: ConfigKind::Double,
-        default: |_| "0.5".into(),
+        default: |b| b.log_cleaner_min_cleanable_ratio.to_string(),
         doc: "Share of a compacted log that must be uncleaned before it is cleaned.",
     },
     ConfigDef {
@@ -251,13 +253,13 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     ConfigDef {
         name: "retention.bytes",
         kind: ConfigKind::Long { min: -1 },
-        default: |_| "-1".into(),
+        default: |b| b.log_retention_bytes.to_string(),
         doc: "Bytes a partition keeps before its oldest segments are deleted; -1 for no limit.",
     },
     ConfigDef {
         name: "retention.ms",
         kind: ConfigKind::Long { min: -1 },
-        default: |_| "604800000".into(),
+        default: |b| b.log_retention_ms.to_string(),
         doc: "Milliseconds a segment is kept after its newest record; -1 for no limit.",
     },
     ConfigDef {
@@ -269,8 +271,14 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     ConfigDef {
         name: "segment.ms",
         kind: ConfigKind::Long { min: 1 },
-        default: |_| "604800000".into(),
+        default: |b| b.log_roll_ms.to_string(),
         doc: "Milliseconds after which a segment is closed and a new one started.",
+    },
+    ConfigDef {
+        name: "sluice.flush",
+        kind: ConfigKind::Choice(&["on-ack-all", "always", "never"]),
+        default: |b| b.flush.name().into(),
+        doc: "When a produce waits for fdatasync: on-ack-all (acks=-1 only), always, or never.",
     },
 ];
 
@@ -311,14 +319,49 @@ pub fn effective_config(topic: &TopicMeta, broker: &BrokerConfig, name: &str) ->
 /// The storage settings of a topic's partitions.
 pub fn log_config(topic: &TopicMeta, broker: &BrokerConfig) -> sluice_engine::LogConfig {
     let get = |name: &str| effective_config(topic, broker, name).expect("known config");
-    let parse_u64 = |name: &str, fallback: u64| get(name).parse::<u64>().unwrap_or(fallback);
     let defaults = sluice_engine::LogConfig::default();
+    // Values were validated when set; a bad one falls back to the default.
+    let long = |name: &str| get(name).parse::<i64>().ok();
+    let positive_u64 = |name: &str| long(name).filter(|v| *v >= 0).map(|v| v as u64);
+    // Kafka's "no limit" is -1 for retention and Long.MAX for flushing.
+    let limit_ms = |name: &str| {
+        long(name)
+            .filter(|v| *v >= 0 && *v < i64::MAX)
+            .map(|v| Duration::from_millis(v as u64))
+    };
+    let policy = get("cleanup.policy");
     sluice_engine::LogConfig {
-        segment_bytes: parse_u64("segment.bytes", defaults.segment_bytes)
+        segment_bytes: positive_u64("segment.bytes")
+            .unwrap_or(defaults.segment_bytes)
             .clamp(4096, u32::MAX as u64),
-        index_interval_bytes: parse_u64("index.interval.bytes", defaults.index_interval_bytes),
-        message_bytes_max: parse_u64("max.message.bytes", defaults.message_bytes_max as u64)
-            as usize,
+        segment_age_max: limit_ms("segment.ms"),
+        index_interval_bytes: positive_u64("index.interval.bytes")
+            .unwrap_or(defaults.index_interval_bytes),
+        message_bytes_max: positive_u64("max.message.bytes")
+            .map_or(defaults.message_bytes_max, |v| v as usize),
+        flush_messages: positive_u64("flush.messages").filter(|v| *v < i64::MAX as u64),
+        flush_interval: limit_ms("flush.ms"),
+        cleanup: sluice_engine::CleanupPolicy {
+            delete: policy.contains("delete"),
+            compact: policy.contains("compact"),
+        },
+        retention: limit_ms("retention.ms"),
+        retention_bytes: positive_u64("retention.bytes"),
+        delete_retention: limit_ms("delete.retention.ms").unwrap_or(defaults.delete_retention),
+        min_cleanable_dirty_ratio: get("min.cleanable.dirty.ratio")
+            .parse()
+            .unwrap_or(defaults.min_cleanable_dirty_ratio),
+    }
+}
+
+/// When a produce to `topic` with `acks` may be answered.
+pub fn durability(topic: &TopicMeta, broker: &BrokerConfig, acks: i16) -> sluice_engine::Durability {
+    let mode = effective_config(topic, broker, "sluice.flush")
+        .and_then(|v| FlushMode::parse(&v))
+        .unwrap_or(broker.flush);
+    match (mode, acks) {
+        (FlushMode::Always, _) | (FlushMode::OnAckAll, -1) => sluice_engine::Durability::Synced,
+        _ => sluice_engine::Durability::Written,
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use sluice_engine::{LeaderEpoch, Log, LogConfig};
+use sluice_engine::{LeaderEpoch, Log, LogConfig, LogContext};
 
 use crate::error::{Error, Result};
 use crate::ids::{TopicId, TopicPartition};
@@ -24,9 +24,10 @@ impl Partition {
         topic_id: TopicId,
         leader_epoch: LeaderEpoch,
         config: LogConfig,
+        context: LogContext,
     ) -> Result<Partition> {
         let dir = partition_dir(data_dir, &tp.topic, tp.partition);
-        let log = Log::open(dir, config)
+        let log = Log::open(dir, config, context)
             .await
             .map_err(|source| Error::Storage {
                 partition: tp.clone(),

@@ -14,7 +14,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_engine::LeaderEpoch;
+use sluice_engine::{LeaderEpoch, LogContext, SystemClock, TailCacheBudget};
 use sluice_wire::ErrorCode;
 
 use crate::config::BrokerConfig;
@@ -25,7 +25,7 @@ use crate::groups::{Coordinator, OFFSETS_TOPIC};
 use crate::ids::{PartitionId, ShardId, TopicPartition};
 use crate::join::{join_all, select_first};
 use crate::mesh::{
-    Appended, Failure, FetchPartition, Fetched, Mesh, OffsetAnswer, OffsetQuery, PartitionResult,
+    Appended, DeleteRecordsPartition, Failure, FetchPartition, Fetched, Mesh, OffsetAnswer, OffsetQuery, PartitionResult,
     ProducePartition, ShardRequest, ShardResponse,
 };
 use crate::metadata::{self, ClusterMeta};
@@ -36,6 +36,8 @@ use crate::server::error_codes;
 pub const SHARD_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a topic change may take (it opens or removes logs on every shard).
 pub const ADMIN_CALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// Logs a shard opens (and recovers) at once.
+const OPEN_CONCURRENCY: usize = 16;
 
 pub struct Shard {
     pub id: ShardId,
@@ -54,6 +56,8 @@ pub struct Shard {
     pub controller: Option<Controller>,
     /// The consumer groups this shard coordinates.
     pub groups: Coordinator,
+    /// The clock and tail cache budget this shard's logs share.
+    pub log_context: LogContext,
 }
 
 impl Shard {
@@ -66,9 +70,16 @@ impl Shard {
         mesh: Mesh,
         controller: Option<Controller>,
     ) -> Shard {
+        let log_context = LogContext {
+            clock: Rc::new(SystemClock),
+            cache_budget: Rc::new(TailCacheBudget::new(
+                config.tail_cache_bytes / shard_count.max(1),
+            )),
+        };
         Shard {
             id,
             shard_count,
+            log_context,
             advertised,
             meta: RefCell::new(meta),
             partitions: RefCell::new(HashMap::new()),
@@ -105,6 +116,11 @@ impl Shard {
         self.partitions.borrow().get(tp).cloned()
     }
 
+    /// Every partition this shard owns.
+    pub fn local_partitions(&self) -> Vec<Rc<Partition>> {
+        self.partitions.borrow().values().cloned().collect()
+    }
+
     /// A partition this shard owns, if it exists.
     pub fn local_partition(&self, tp: &TopicPartition) -> Option<Rc<Partition>> {
         self.partition(tp)
@@ -131,6 +147,9 @@ impl Shard {
         match request {
             ShardRequest::Produce(parts) => ShardResponse::Produce(self.produce(parts).await),
             ShardRequest::Fetch(parts) => ShardResponse::Fetch(self.fetch(parts).await),
+            ShardRequest::DeleteRecords(parts) => {
+                ShardResponse::DeleteRecords(self.delete_records(parts).await)
+            }
             ShardRequest::WaitForData { partitions, wait } => ShardResponse::DataArrived(
                 self.wait_for_data(&partitions, Instant::now() + wait).await,
             ),
@@ -166,7 +185,7 @@ impl Shard {
             .map(|part| {
                 let fut: Pin<Box<dyn Future<Output = PartitionResult<Appended>>>> = Box::pin(async move {
                     let partition = self.partition(&part.tp).ok_or_else(|| Self::missing(&part.tp))?;
-                    let outcome = partition.log.append(&part.batches, partition.leader_epoch).await;
+                    let outcome = partition.log.append(&part.batches, partition.leader_epoch, part.durability).await;
                     match outcome {
                         Ok(o) => {
                             self.data_arrived.notify();
@@ -179,6 +198,31 @@ impl Shard {
                             }
                             Err(Failure::new(code, e.to_string()))
                         }
+                    }
+                });
+                fut
+            })
+            .collect();
+        join_all(futures).await
+    }
+
+    async fn delete_records(&self, parts: Vec<DeleteRecordsPartition>) -> Vec<PartitionResult<i64>> {
+        let futures: Vec<Pin<Box<dyn Future<Output = PartitionResult<i64>> + '_>>> = parts
+            .into_iter()
+            .map(|part| {
+                let fut: Pin<Box<dyn Future<Output = PartitionResult<i64>>>> = Box::pin(async move {
+                    let partition = self.partition(&part.tp).ok_or_else(|| Self::missing(&part.tp))?;
+                    let offset = if part.offset == -1 {
+                        partition.log.high_watermark()
+                    } else {
+                        sluice_engine::Offset(part.offset)
+                    };
+                    match partition.log.delete_records_before(offset).await {
+                        Ok(start) => {
+                            tracing::info!(partition = %part.tp, log_start_offset = start.0, "deleted records");
+                            Ok(start.0)
+                        }
+                        Err(e) => Err(Failure::new(error_codes::engine(&e), e.to_string())),
                     }
                 });
                 fut
@@ -331,7 +375,11 @@ impl Shard {
             }
             tracing::info!(partition = %p.tp, "removed partition");
         }
+        // Partitions this shard should own but has not opened yet; settings
+        // of open ones follow the snapshot.
+        let mut to_open = Vec::new();
         for topic in meta.topics.values() {
+            let config = metadata::log_config(topic, &self.config);
             for (index, pm) in topic.partitions.iter().enumerate() {
                 if metadata::owner(pm.shard, self.shard_count) != self.id {
                     continue;
@@ -340,23 +388,53 @@ impl Shard {
                     topic: topic.name.clone(),
                     partition: PartitionId(index as i32),
                 };
-                if self.partitions.borrow().contains_key(&tp) {
-                    continue;
+                match self.partition(&tp) {
+                    Some(p) => {
+                        if p.log.config() != config {
+                            p.log.set_config(config);
+                        }
+                    }
+                    None => to_open.push((tp, topic.id, LeaderEpoch(pm.leader_epoch), config)),
                 }
-                let config = metadata::log_config(topic, &self.config);
-                let opened = Partition::open(
-                    &self.config.data_dir,
-                    tp.clone(),
-                    topic.id,
-                    LeaderEpoch(pm.leader_epoch),
-                    config,
-                )
-                .await;
+            }
+        }
+        // Logs open a few at a time: recovery reads overlap without holding
+        // every segment of every partition open at once.
+        let total = to_open.len();
+        let mut opened_count = 0usize;
+        for chunk in to_open.chunks(OPEN_CONCURRENCY) {
+            let opens = chunk
+                .iter()
+                .map(|(tp, id, epoch, config)| {
+                    Box::pin(Partition::open(
+                        &self.config.data_dir,
+                        tp.clone(),
+                        *id,
+                        *epoch,
+                        *config,
+                        self.log_context.clone(),
+                    )) as Pin<Box<dyn Future<Output = Result<Partition>> + '_>>
+                })
+                .collect();
+            for opened in join_all(opens).await {
+                opened_count += 1;
                 match opened {
                     Ok(p) => {
                         let p = Rc::new(p);
+                        let tp = p.tp.clone();
+                        let report = p.log.open_report();
+                        if report.segments_scanned > 0 || report.truncated_bytes > 0 {
+                            tracing::info!(
+                                partition = %tp,
+                                scanned = report.segments_scanned,
+                                loaded = report.segments_loaded,
+                                truncated_bytes = report.truncated_bytes,
+                                clean_shutdown = report.clean_shutdown,
+                                "recovered log"
+                            );
+                        }
                         self.partitions.borrow_mut().insert(tp.clone(), p.clone());
-                        if topic.name == OFFSETS_TOPIC {
+                        if tp.topic == OFFSETS_TOPIC {
                             match self.groups.load(&p).await {
                                 Ok(entries) if entries > 0 => {
                                     tracing::info!(partition = %tp, entries, "loaded group state")
@@ -368,6 +446,9 @@ impl Shard {
                     }
                     Err(e) => problems.push(e.to_string()),
                 }
+            }
+            if total > OPEN_CONCURRENCY {
+                tracing::info!(shard = self.id.0, opened = opened_count, total, "opening partitions");
             }
         }
         if problems.is_empty() {

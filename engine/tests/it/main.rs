@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use glommio::{LocalExecutorBuilder, Placement};
-use sluice_engine::{BatchView, Error, LeaderEpoch, Log, LogConfig, Offset};
+use sluice_engine::{BatchView, Durability, Error, LeaderEpoch, Log, LogConfig, LogContext, Offset};
 
 fn run<T: Send + 'static>(
     f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>> + Send + 'static,
@@ -107,6 +107,7 @@ fn small_config() -> LogConfig {
         segment_bytes: 16 << 10,
         index_interval_bytes: 1024,
         message_bytes_max: 1 << 20,
+        ..LogConfig::default()
     }
 }
 
@@ -114,7 +115,7 @@ async fn open(dir: &Path, config: LogConfig) -> Log {
     sluice_engine::prime_direct_io(dir, ".probe")
         .await
         .expect("direct I/O works here");
-    Log::open(dir.to_path_buf(), config)
+    Log::open(dir.to_path_buf(), config, LogContext::default())
         .await
         .expect("open log")
 }
@@ -135,7 +136,7 @@ fn appends_read_back_from_every_offset_across_segments() {
                 let count = 1 + rng.below(5) as usize;
                 let fill = (i % 251) as u8;
                 let b = batch(count, 1 + rng.below(700) as usize, 1_000 + i as i64, fill);
-                let out = log.append(&[b], LeaderEpoch(3)).await.unwrap();
+                let out = log.append(&[b], LeaderEpoch(3), Durability::Written).await.unwrap();
                 assert_eq!(out.base_offset, Offset(next));
                 assert_eq!(out.last_offset, Offset(next + count as i64 - 1));
                 expected.push((next, count as i32, fill));
@@ -154,7 +155,7 @@ fn appends_read_back_from_every_offset_across_segments() {
             check_reads(&log, &expected, next).await;
             // Appends continue after a clean reopen.
             let out = log
-                .append(&[batch(2, 10, 5, 7)], LeaderEpoch(4))
+                .append(&[batch(2, 10, 5, 7)], LeaderEpoch(4), Durability::Written)
                 .await
                 .unwrap();
             assert_eq!(out.base_offset, Offset(next));
@@ -219,7 +220,7 @@ fn recovery_keeps_a_valid_prefix_after_tail_damage() {
                     for i in 0..40u32 {
                         let count = 1 + rng.below(3) as usize;
                         let b = batch(count, 1 + rng.below(300) as usize, i as i64, (i + 1) as u8);
-                        log.append(&[b], LeaderEpoch(0)).await.unwrap();
+                        log.append(&[b], LeaderEpoch(0), Durability::Written).await.unwrap();
                         expected.push((next, count as i32, (i + 1) as u8));
                         next += count as i64;
                         ends.push(log.size_bytes());
@@ -278,7 +279,7 @@ fn recovery_keeps_a_valid_prefix_after_tail_damage() {
                 }
                 assert_eq!(seen, survivors, "round {round}");
                 let out = log
-                    .append(&[batch(1, 5, 99, 0xee)], LeaderEpoch(1))
+                    .append(&[batch(1, 5, 99, 0xee)], LeaderEpoch(1), Durability::Written)
                     .await
                     .unwrap();
                 assert_eq!(
@@ -316,21 +317,21 @@ fn bad_batches_are_rejected_without_storing_anything() {
             let big = batch(1, 3_000, 1, 2);
             let short = good.slice(..good.len() - 1);
             assert!(matches!(
-                log.append(&[good.clone(), Bytes::from(corrupt)], LeaderEpoch(0))
+                log.append(&[good.clone(), Bytes::from(corrupt)], LeaderEpoch(0), Durability::Written)
                     .await,
                 Err(Error::CorruptBatch(_))
             ));
             assert!(matches!(
-                log.append(&[big], LeaderEpoch(0)).await,
+                log.append(&[big], LeaderEpoch(0), Durability::Written).await,
                 Err(Error::BatchTooLarge { .. })
             ));
             assert!(matches!(
-                log.append(&[short], LeaderEpoch(0)).await,
+                log.append(&[short], LeaderEpoch(0), Durability::Written).await,
                 Err(Error::CorruptBatch(_))
             ));
             assert_eq!(log.log_end_offset(), Offset(0));
             assert_eq!(
-                log.append(&[good], LeaderEpoch(0))
+                log.append(&[good], LeaderEpoch(0), Durability::Written)
                     .await
                     .unwrap()
                     .base_offset,
@@ -351,7 +352,7 @@ fn offsets_for_timestamps() {
             let log = open(&dir, small_config()).await;
             // Batch i holds 3 records stamped 100*i, 100*i+1, 100*i+2.
             for i in 0..200i64 {
-                log.append(&[batch(3, 50, 100 * i, 1)], LeaderEpoch(0))
+                log.append(&[batch(3, 50, 100 * i, 1)], LeaderEpoch(0), Durability::Written)
                     .await
                     .unwrap();
             }
@@ -393,7 +394,7 @@ fn concurrent_appends_get_dense_offsets() {
                     let log = log.clone();
                     glommio::spawn_local(async move {
                         let out = log
-                            .append(&[batch(2, 40, 1, i)], LeaderEpoch(0))
+                            .append(&[batch(2, 40, 1, i)], LeaderEpoch(0), Durability::Written)
                             .await
                             .unwrap();
                         (out.base_offset.0, i)

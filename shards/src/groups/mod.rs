@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use glommio::channels::local_channel;
-use sluice_engine::{LeaderEpoch, Offset};
+use sluice_engine::{Durability, LeaderEpoch, Offset};
 use sluice_wire::kafka::messages::describe_groups_response::{
     DescribedGroup, DescribedGroupMember,
 };
@@ -254,7 +254,10 @@ impl Coordinator {
             return Err(ErrorCode::NOT_COORDINATOR);
         };
         let batch = encode_batch(&records);
-        match partition.log.append(&[batch], LeaderEpoch(0)).await {
+        match partition
+            .log
+            .append(&[batch], LeaderEpoch(0), Durability::Synced)
+            .await {
             Ok(_) => {
                 shard.data_arrived.notify();
                 Ok(())

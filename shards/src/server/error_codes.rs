@@ -11,7 +11,7 @@ pub fn engine(e: &sluice_engine::Error) -> ErrorCode {
     use sluice_engine::Error as E;
     match e {
         E::Io { .. } | E::Glommio { .. } | E::Offline(_) => ErrorCode::KAFKA_STORAGE_ERROR,
-        E::CorruptBatch(_) => ErrorCode::CORRUPT_MESSAGE,
+        E::CorruptBatch(_) | E::Records { .. } => ErrorCode::CORRUPT_MESSAGE,
         E::BatchTooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
         E::OffsetOutOfRange { .. } => ErrorCode::OFFSET_OUT_OF_RANGE,
     }

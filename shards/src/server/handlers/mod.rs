@@ -6,16 +6,19 @@
 //! body cannot be decoded closes the connection: Kafka does the same, and a
 //! client cannot parse an answer in a version it did not ask for.
 
+pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
+pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
+pub mod incremental_alter_configs;
 pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
@@ -78,6 +81,9 @@ pub const SUPPORTED: &[(ApiKey, Versions)] = &[
     (ApiKey::DescribeGroups, describe_groups::VERSIONS),
     (ApiKey::DeleteGroups, delete_groups::VERSIONS),
     (ApiKey::OffsetDelete, offset_delete::VERSIONS),
+    (ApiKey::DeleteRecords, delete_records::VERSIONS),
+    (ApiKey::AlterConfigs, alter_configs::VERSIONS),
+    (ApiKey::IncrementalAlterConfigs, incremental_alter_configs::VERSIONS),
 ];
 
 pub fn versions_of(api: ApiKey) -> Option<Versions> {
@@ -183,6 +189,11 @@ pub async fn dispatch(
         ApiKey::DescribeGroups => serve!(describe_groups, m::DescribeGroupsRequest),
         ApiKey::DeleteGroups => serve!(delete_groups, m::DeleteGroupsRequest),
         ApiKey::OffsetDelete => serve!(offset_delete, m::OffsetDeleteRequest),
+        ApiKey::DeleteRecords => serve!(delete_records, m::DeleteRecordsRequest),
+        ApiKey::AlterConfigs => serve!(alter_configs, m::AlterConfigsRequest),
+        ApiKey::IncrementalAlterConfigs => {
+            serve!(incremental_alter_configs, m::IncrementalAlterConfigsRequest)
+        }
         other => return Err(Disconnect::UnsupportedApi { api: other }),
     };
     Ok(response)
@@ -267,6 +278,82 @@ pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) -> Arc<ClusterMe
         }
     }
     shard.meta()
+}
+
+/// The answer for one resource of AlterConfigs or IncrementalAlterConfigs.
+pub struct AlterAnswer {
+    pub resource_type: i8,
+    pub resource_name: StrBytes,
+    pub error_code: sluice_wire::ErrorCode,
+    pub error_message: Option<StrBytes>,
+}
+
+/// Kafka's resource type for topics in the config APIs.
+pub const RESOURCE_TOPIC: i8 = 2;
+
+/// Sends topic config changes to the controller; other resource types are
+/// refused, since broker settings come only from the config file.
+pub async fn alter_topic_configs(
+    shard: &Rc<Shard>,
+    resources: Vec<(i8, StrBytes, crate::mesh::TopicConfigChange)>,
+    validate_only: bool,
+) -> Vec<AlterAnswer> {
+    let mut answers = Vec::new();
+    let mut changes = Vec::new();
+    let mut names = Vec::new();
+    for (resource_type, resource_name, change) in resources {
+        if resource_type != RESOURCE_TOPIC {
+            answers.push(AlterAnswer {
+                resource_type,
+                resource_name,
+                error_code: sluice_wire::ErrorCode::INVALID_REQUEST,
+                error_message: Some(str_bytes(
+                    "only topic configs change at run time; broker settings come from the config file",
+                )),
+            });
+            continue;
+        }
+        if let Some(problem) = topic_name_problem(&change.topic) {
+            answers.push(AlterAnswer {
+                resource_type,
+                resource_name,
+                error_code: sluice_wire::ErrorCode::INVALID_TOPIC_EXCEPTION,
+                error_message: Some(str_bytes(&problem)),
+            });
+            continue;
+        }
+        names.push(change.topic.clone());
+        changes.push(change);
+    }
+    if !changes.is_empty() {
+        let outcomes = ask_controller(
+            shard,
+            AdminRequest::AlterConfigs {
+                changes,
+                validate_only,
+            },
+            names,
+        )
+        .await;
+        for o in outcomes {
+            let (error_code, error_message) = match o.result {
+                Ok(_) => {
+                    if !validate_only {
+                        tracing::info!(topic = %o.name, "changed topic configs");
+                    }
+                    (sluice_wire::ErrorCode::NONE, None)
+                }
+                Err(f) => (f.code, Some(str_bytes(&f.message))),
+            };
+            answers.push(AlterAnswer {
+                resource_type: RESOURCE_TOPIC,
+                resource_name: str_bytes(&o.name),
+                error_code,
+                error_message,
+            });
+        }
+    }
+    answers
 }
 
 /// One owner's share of a request: (slot in the response, item) pairs.

@@ -18,7 +18,7 @@ use crate::ids::{PartitionId, ShardId, TopicPartition};
 use crate::mesh::{
     Appended, Failure, PartitionResult, ProducePartition, ShardRequest, ShardResponse,
 };
-use crate::metadata::topic_name_problem;
+use crate::metadata::{self, topic_name_problem};
 use crate::server::error_codes;
 use crate::shard::Shard;
 
@@ -66,10 +66,16 @@ pub async fn handle(
             });
             match routed {
                 Ok((owner, batches)) => {
-                    by_shard
-                        .entry(owner)
-                        .or_default()
-                        .push((slot, ProducePartition { tp, batches }));
+                    let topic = meta.topic(&tp.topic).expect("routed partitions exist");
+                    let durability = metadata::durability(topic, &shard.config, acks);
+                    by_shard.entry(owner).or_default().push((
+                        slot,
+                        ProducePartition {
+                            tp,
+                            batches,
+                            durability,
+                        },
+                    ));
                     results.push(None);
                 }
                 Err(f) => results.push(Some(Err(f))),
