@@ -9,7 +9,7 @@ use bytes::Bytes;
 use glommio::{LocalExecutorBuilder, Placement};
 use sluice_engine::{BatchView, Durability, Error, LeaderEpoch, Log, LogConfig, LogContext, Offset};
 
-fn run<T: Send + 'static>(
+pub(crate) fn run<T: Send + 'static>(
     f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>> + Send + 'static,
 ) -> T {
     LocalExecutorBuilder::new(Placement::Unbound)
@@ -19,7 +19,7 @@ fn run<T: Send + 'static>(
         .expect("executor finished")
 }
 
-fn seed() -> u64 {
+pub(crate) fn seed() -> u64 {
     let seed = std::env::var("SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -28,22 +28,22 @@ fn seed() -> u64 {
     seed
 }
 
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 }
 
 /// A v2 batch of `count` records whose values are `value_bytes` long, as a
 /// producer would send it (base offset 0), with a correct CRC32C.
-fn batch(count: usize, value_bytes: usize, timestamp: i64, fill: u8) -> Bytes {
+pub(crate) fn batch(count: usize, value_bytes: usize, timestamp: i64, fill: u8) -> Bytes {
     fn varint(out: &mut Vec<u8>, v: i64) {
         let mut z = ((v << 1) ^ (v >> 63)) as u64;
         while z >= 0x80 {
@@ -85,7 +85,7 @@ fn batch(count: usize, value_bytes: usize, timestamp: i64, fill: u8) -> Bytes {
 }
 
 /// Splits read bytes into (base offset, record count, fill byte) per batch.
-fn batches_of(bytes: &[u8]) -> Vec<(i64, i32, u8)> {
+pub(crate) fn batches_of(bytes: &[u8]) -> Vec<(i64, i32, u8)> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < bytes.len() {
@@ -102,7 +102,7 @@ fn batches_of(bytes: &[u8]) -> Vec<(i64, i32, u8)> {
     out
 }
 
-fn small_config() -> LogConfig {
+pub(crate) fn small_config() -> LogConfig {
     LogConfig {
         segment_bytes: 16 << 10,
         index_interval_bytes: 1024,
@@ -111,7 +111,7 @@ fn small_config() -> LogConfig {
     }
 }
 
-async fn open(dir: &Path, config: LogConfig) -> Log {
+pub(crate) async fn open(dir: &Path, config: LogConfig) -> Log {
     sluice_engine::prime_direct_io(dir, ".probe")
         .await
         .expect("direct I/O works here");
@@ -444,3 +444,5 @@ fn captured_client_batches_parse_and_check() {
         );
     }
 }
+
+mod upkeep;
