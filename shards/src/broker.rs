@@ -251,6 +251,7 @@ async fn shard_main(start: ShardStart, ends: MeshEnds) -> Result<()> {
         ensure_offsets_topic(&shard).await?;
     }
     spawn_group_ticker(&shard);
+    crate::maintenance::spawn(&shard);
     let slots_max = start.config.shard_connections_max as u64;
     let slots = Rc::new(Semaphore::new(slots_max));
     if start.ready_tx.send(Ok(())).is_err() {

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use glommio::sync::Semaphore;
 use sluice_wire::ErrorCode;
 
+use crate::config::BrokerConfig;
 use crate::ids::{NodeId, TopicId};
 use crate::mesh::{
     AdminRequest, AlterMode, ConfigOpKind, Failure, NewPartitions, NewTopic, TopicConfigChange,
@@ -112,7 +113,7 @@ impl Controller {
                 changes,
                 validate_only,
             } => {
-                let outcomes = alter_configs(&mut next, changes);
+                let outcomes = alter_configs(&mut next, changes, &shard.config);
                 let changed = !validate_only && outcomes.iter().any(|o| o.result.is_ok());
                 (outcomes, changed)
             }
@@ -360,7 +361,11 @@ fn delete_topics(next: &mut ClusterMeta, names: Vec<String>) -> Vec<TopicOutcome
 
 /// Applies config changes to topics; a topic whose change has any bad
 /// operation keeps its configs and fails as a whole, as in Kafka.
-fn alter_configs(next: &mut ClusterMeta, changes: Vec<TopicConfigChange>) -> Vec<TopicOutcome> {
+fn alter_configs(
+    next: &mut ClusterMeta,
+    changes: Vec<TopicConfigChange>,
+    broker: &BrokerConfig,
+) -> Vec<TopicOutcome> {
     changes
         .into_iter()
         .map(|change| {
@@ -369,7 +374,7 @@ fn alter_configs(next: &mut ClusterMeta, changes: Vec<TopicConfigChange>) -> Vec
                     ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
                     format!("topic '{}' does not exist", change.topic),
                 )),
-                Some(topic) => changed_configs(&topic.configs, &change).map(|configs| {
+                Some(topic) => changed_configs(&topic.configs, &change, broker).map(|configs| {
                     topic.configs = configs;
                     topic.clone()
                 }),
@@ -386,6 +391,7 @@ fn alter_configs(next: &mut ClusterMeta, changes: Vec<TopicConfigChange>) -> Vec
 fn changed_configs(
     current: &BTreeMap<String, String>,
     change: &TopicConfigChange,
+    broker: &BrokerConfig,
 ) -> Result<BTreeMap<String, String>, Failure> {
     let invalid = |message: String| Failure::new(ErrorCode::INVALID_CONFIG, message);
     let mut configs = match change.mode {
@@ -400,9 +406,9 @@ fn changed_configs(
                 format!("config {} appears more than once", op.name),
             ));
         }
-        if metadata::topic_config_def(&op.name).is_none() {
+        let Some(def) = metadata::topic_config_def(&op.name) else {
             return Err(invalid(format!("unknown topic config {}", op.name)));
-        }
+        };
         let list_config = op.name == "cleanup.policy";
         match (op.kind, &op.value) {
             (ConfigOpKind::Delete, _) => {
@@ -415,10 +421,16 @@ fn changed_configs(
                 return Err(invalid(format!("config {} is not a list", op.name)));
             }
             (ConfigOpKind::Append, Some(value)) => {
-                let mut items: Vec<String> = configs
+                // Appending to an unset list appends to its default, as in Kafka.
+                let current = configs
                     .get(&op.name)
-                    .map(|v| v.split(',').map(str::to_owned).collect())
-                    .unwrap_or_default();
+                    .cloned()
+                    .unwrap_or_else(|| (def.default)(broker));
+                let mut items: Vec<String> = current
+                    .split(',')
+                    .filter(|i| !i.is_empty())
+                    .map(str::to_owned)
+                    .collect();
                 for item in value.split(',') {
                     if !items.iter().any(|i| i == item) {
                         items.push(item.to_owned());
@@ -428,10 +440,14 @@ fn changed_configs(
             }
             (ConfigOpKind::Subtract, Some(value)) => {
                 let remove: Vec<&str> = value.split(',').collect();
-                let items: Vec<&str> = configs
+                let current = configs
                     .get(&op.name)
-                    .map(|v| v.split(',').filter(|i| !remove.contains(i)).collect())
-                    .unwrap_or_default();
+                    .cloned()
+                    .unwrap_or_else(|| (def.default)(broker));
+                let items: Vec<&str> = current
+                    .split(',')
+                    .filter(|i| !i.is_empty() && !remove.contains(i))
+                    .collect();
                 if items.is_empty() {
                     configs.remove(&op.name);
                 } else {

@@ -21,6 +21,7 @@ pub mod event;
 pub mod groups;
 pub mod ids;
 pub mod join;
+pub mod maintenance;
 pub mod mesh;
 pub mod metadata;
 pub mod partition;

@@ -9,5 +9,6 @@ mod harness;
 mod layout;
 mod records;
 mod robustness;
+mod storage;
 mod topics;
 mod versions;

@@ -193,6 +193,107 @@ fn every_api_answers_at_every_advertised_version() {
             "DescribeConfigs v{v}"
         );
     }
+    for v in advertised(&mut c, ApiKey::AlterConfigs) {
+        use sluice_wire::kafka::messages::alter_configs_request::{
+            AlterConfigsResource, AlterableConfig,
+        };
+        let resource = |topic: &'static str, config: &'static str| {
+            AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str(topic))
+                .with_configs(vec![AlterableConfig::default()
+                    .with_name(StrBytes::from_static_str(config))
+                    .with_value(Some(StrBytes::from_static_str("3600000")))])
+        };
+        let resp: AlterConfigsResponse = c.request(
+            ApiKey::AlterConfigs,
+            v,
+            &AlterConfigsRequest::default().with_resources(vec![
+                resource("v2", "retention.ms"),
+                resource("nope", "retention.ms"),
+                resource("v2", "no.such.config"),
+            ]),
+        );
+        let codes: Vec<i16> = resp.responses.iter().map(|r| r.error_code).collect();
+        assert_eq!(
+            codes,
+            vec![
+                0,
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0,
+                ErrorCode::INVALID_CONFIG.0
+            ],
+            "AlterConfigs v{v}"
+        );
+    }
+    for v in advertised(&mut c, ApiKey::IncrementalAlterConfigs) {
+        use sluice_wire::kafka::messages::incremental_alter_configs_request::{
+            AlterConfigsResource, AlterableConfig,
+        };
+        let resource = |topic: &'static str, op: i8, value: Option<&'static str>| {
+            AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str(topic))
+                .with_configs(vec![AlterableConfig::default()
+                    .with_name(StrBytes::from_static_str("cleanup.policy"))
+                    .with_config_operation(op)
+                    .with_value(value.map(StrBytes::from_static_str))])
+        };
+        let resp: IncrementalAlterConfigsResponse = c.request(
+            ApiKey::IncrementalAlterConfigs,
+            v,
+            &IncrementalAlterConfigsRequest::default().with_resources(vec![
+                resource("v2", 2, Some("compact")),
+                resource("nope", 0, Some("delete")),
+                resource("v2", 0, Some("shred")),
+            ]),
+        );
+        let codes: Vec<i16> = resp.responses.iter().map(|r| r.error_code).collect();
+        assert_eq!(
+            codes,
+            vec![
+                0,
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0,
+                ErrorCode::INVALID_CONFIG.0
+            ],
+            "IncrementalAlterConfigs v{v}"
+        );
+        let resp: IncrementalAlterConfigsResponse = c.request(
+            ApiKey::IncrementalAlterConfigs,
+            v,
+            &IncrementalAlterConfigsRequest::default()
+                .with_resources(vec![resource("v2", 3, Some("compact"))]),
+        );
+        assert_eq!(resp.responses[0].error_code, 0, "IncrementalAlterConfigs v{v}");
+    }
+    for v in advertised(&mut c, ApiKey::DeleteRecords) {
+        use sluice_wire::kafka::messages::delete_records_request::{
+            DeleteRecordsPartition, DeleteRecordsTopic,
+        };
+        let req = |partition: i32, offset: i64| {
+            DeleteRecordsRequest::default()
+                .with_timeout_ms(5_000)
+                .with_topics(vec![DeleteRecordsTopic::default()
+                    .with_name(name("v2"))
+                    .with_partitions(vec![DeleteRecordsPartition::default()
+                        .with_partition_index(partition)
+                        .with_offset(offset)])])
+        };
+        let resp: DeleteRecordsResponse = c.request(ApiKey::DeleteRecords, v, &req(0, 0));
+        let p = &resp.topics[0].partitions[0];
+        assert_eq!((p.error_code, p.low_watermark), (0, 0), "DeleteRecords v{v}");
+        let resp: DeleteRecordsResponse = c.request(ApiKey::DeleteRecords, v, &req(0, 1_000));
+        assert_eq!(
+            resp.topics[0].partitions[0].error_code,
+            ErrorCode::OFFSET_OUT_OF_RANGE.0,
+            "DeleteRecords v{v}"
+        );
+        let resp: DeleteRecordsResponse = c.request(ApiKey::DeleteRecords, v, &req(9, 0));
+        assert_eq!(
+            resp.topics[0].partitions[0].error_code,
+            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0,
+            "DeleteRecords v{v}"
+        );
+    }
     for v in advertised(&mut c, ApiKey::CreatePartitions) {
         let topic = format!("v{}", v + 2);
         let req = |count| {
