@@ -4,6 +4,10 @@
 //!   the response envelope.
 //! * [`batch`]: the RecordBatch v2 view used to split and check a produce
 //!   request's record set without decoding its records.
+//! * [`records`]: the records inside a batch of any codec: encoding, visiting
+//!   and rewriting a batch with some records dropped (compaction).
+//! * [`compression`]: the record-section codecs (gzip, snappy, LZ4, zstd) as
+//!   Kafka frames them, with bounded decompression.
 //! * [`error`]: decode errors and the Kafka error codes Sluice answers with.
 //!
 //! Invariants: nothing here touches a socket, a file or an executor; decoders

@@ -1,12 +1,87 @@
-//! wire against batches captured from a real client (see testdata/README.md).
+//! The wire crate's integration tests: batches captured from a real client
+//! (see testdata/README.md), the compression codecs and batch rewriting.
+//!
+//! Randomized tests print their seed; `SEED=n` replays one.
+
+mod compression;
+mod retain;
 
 use bytes::Bytes;
 use sluice_wire::batch::{compute_crc, split, BatchHeader, Compression};
-use sluice_wire::records::decode_records;
+use sluice_wire::records::{decode_records, for_each_record, StoredRecord};
+
+pub(crate) const ALL_CODECS: [Compression; 5] = [
+    Compression::None,
+    Compression::Gzip,
+    Compression::Snappy,
+    Compression::Lz4,
+    Compression::Zstd,
+];
+
+pub(crate) fn seed() -> u64 {
+    let seed = std::env::var("SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed);
+    eprintln!("seed {seed} (replay with SEED={seed})");
+    seed
+}
+
+/// xorshift64; never seeded with 0.
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn new(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
 
 fn captured(name: &str) -> Bytes {
     let path = format!("{}/../testdata/{name}", env!("CARGO_MANIFEST_DIR"));
     Bytes::from(std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
+}
+
+/// A record as `for_each_record` shows it, owned.
+type Seen = (i64, i64, Option<Vec<u8>>, Option<Vec<u8>>, usize);
+
+/// Checks that `for_each_record` and `decode_records` read `batch` as
+/// `expected` (offset, timestamp, key, value, header count).
+fn check_decodes_to(batch: &[u8], expected: &[Seen]) {
+    let mut seen: Vec<Seen> = Vec::new();
+    for_each_record(batch, 1 << 20, |r| {
+        seen.push((
+            r.offset,
+            r.timestamp,
+            r.key.map(<[u8]>::to_vec),
+            r.value.map(<[u8]>::to_vec),
+            r.headers.len(),
+        ))
+    })
+    .unwrap();
+    assert_eq!(seen, expected);
+    let stored: Vec<StoredRecord> = decode_records(batch).unwrap();
+    let stored: Vec<Seen> = stored
+        .into_iter()
+        .map(|s| {
+            (
+                s.offset,
+                s.record.timestamp,
+                s.record.key.map(|k| k.to_vec()),
+                s.record.value.map(|v| v.to_vec()),
+                s.record.headers.len(),
+            )
+        })
+        .collect();
+    assert_eq!(stored, expected);
 }
 
 #[test]
@@ -21,23 +96,20 @@ fn uncompressed_librdkafka_batch() {
     assert_eq!(h.record_count, 3);
     assert_eq!(h.last_offset_delta, 2);
     assert_eq!(h.producer_id, -1);
-    let records = decode_records(&bytes).unwrap();
-    type KeyValueOffset<'a> = (Option<&'a [u8]>, Option<&'a [u8]>, i64);
-    let kv: Vec<KeyValueOffset<'_>> = records
-        .iter()
-        .map(|r| (r.record.key.as_deref(), r.record.value.as_deref(), r.offset))
-        .collect();
-    assert_eq!(
-        kv,
-        vec![
-            (Some(&b"k1"[..]), Some(&b"first value"[..]), 0),
-            (Some(&b"k2"[..]), Some(&b"second"[..]), 1),
-            (Some(&b""[..]), Some(&b"no key"[..]), 2),
-        ]
+    // kcat stamps every record of the batch with the same create time.
+    let ts = 0x0000_01a2_0285_68ae;
+    assert_eq!(h.base_timestamp, ts);
+    assert_eq!(h.max_timestamp, ts);
+    let some = |b: &[u8]| Some(b.to_vec());
+    check_decodes_to(
+        &bytes,
+        &[
+            (0, ts, some(b"k1"), some(b"first value"), 0),
+            (1, ts, some(b"k2"), some(b"second"), 0),
+            // `:no key` gives an empty key, not a null one.
+            (2, ts, some(b""), some(b"no key"), 0),
+        ],
     );
-    assert!(records
-        .iter()
-        .all(|r| r.record.timestamp == h.base_timestamp));
     assert_eq!(split(&bytes).unwrap().len(), 1);
 }
 
@@ -49,10 +121,33 @@ fn zstd_librdkafka_batch() {
     assert_eq!(h.crc, compute_crc(&bytes));
     assert_eq!(h.compression(), Compression::Zstd);
     assert_eq!(h.record_count, 3);
-    assert!(
-        decode_records(&bytes).is_err(),
-        "compressed records are not decoded in place"
+    assert_eq!(h.last_offset_delta, 2);
+    let ts = 0x0000_01a2_0287_86ec;
+    assert_eq!(h.base_timestamp, ts);
+    let some = |b: &[u8]| Some(b.to_vec());
+    check_decodes_to(
+        &bytes,
+        &[
+            (
+                0,
+                ts,
+                some(b"k1"),
+                some(&b"log line repeated ".repeat(20)),
+                0,
+            ),
+            (
+                1,
+                ts,
+                some(b"k2"),
+                some(&b"metric sample 42 ".repeat(20)),
+                0,
+            ),
+            (2, ts, some(b""), some(&b"no key ".repeat(20)), 0),
+        ],
     );
+    // Three values of 360, 340 and 140 bytes need that much room once
+    // decompressed.
+    assert!(for_each_record(&bytes, 200, |_| {}).is_err());
 }
 
 #[test]
@@ -67,5 +162,32 @@ fn every_truncation_of_a_record_set_is_an_error() {
             continue;
         }
         assert!(split(&two.slice(..cut)).is_err(), "cut at {cut}");
+    }
+}
+
+#[test]
+fn every_truncation_or_bit_flip_of_a_captured_batch_is_an_error() {
+    for name in [
+        "librdkafka-2.0-uncompressed.batch",
+        "librdkafka-2.0-zstd.batch",
+    ] {
+        let bytes = captured(name);
+        for cut in 0..bytes.len() {
+            assert!(
+                for_each_record(&bytes[..cut], 1 << 20, |_| {}).is_err(),
+                "{name} cut at {cut}"
+            );
+        }
+        // The CRC covers everything after it, and a flip in the length,
+        // the magic or the CRC itself is caught too. Only the base offset and
+        // the partition leader epoch are outside the CRC, as in Kafka, since
+        // the broker rewrites them.
+        for at in 0..bytes.len() {
+            let mut bad = bytes.to_vec();
+            bad[at] ^= 0x10;
+            let result = for_each_record(&bad, 1 << 20, |_| {});
+            let unchecked = at < 8 || (12..16).contains(&at);
+            assert_eq!(result.is_err(), !unchecked, "{name} flip at {at}");
+        }
     }
 }
