@@ -103,6 +103,10 @@ impl RecordCodec for WireRecords {
         f: &mut dyn FnMut(&RecordKey<'_>),
     ) -> std::result::Result<(), String> {
         sluice_wire::records::for_each_record(batch, COMPACTION_BATCH_BYTES_MAX, |r| {
+            // Transaction markers are not keyed data: they stay out of the map.
+            if r.control {
+                return;
+            }
             f(&RecordKey {
                 offset: sluice_engine::Offset(r.offset),
                 timestamp: r.timestamp,
