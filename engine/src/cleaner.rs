@@ -96,11 +96,7 @@ struct ClosedSegment {
 impl Log {
     /// Runs one compaction pass if the log is compacted and dirty enough.
     pub async fn compact(&self, codec: &dyn RecordCodec) -> Result<CompactionOutcome> {
-        let _permit = self
-            .maintenance_lock
-            .acquire_permit(1)
-            .await
-            .map_err(|e| Error::glommio("acquire maintenance lock", &self.dir, e))?;
+        let _permit = self.maintenance_permit().await?;
         let config = self.config();
         let mut outcome = CompactionOutcome::default();
         let closed: Vec<ClosedSegment> = {

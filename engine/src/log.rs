@@ -421,6 +421,15 @@ impl Log {
         })
     }
 
+    /// The maintenance lock, held by retention, DeleteRecords, compaction
+    /// and close.
+    pub(crate) async fn maintenance_permit(&self) -> Result<glommio::sync::Permit<'_>> {
+        self.maintenance_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|e| Error::glommio("acquire maintenance lock", &self.dir, e))
+    }
+
     async fn read_marker(dir: &Path) -> Result<Option<[i64; MARKER_FIELDS]>> {
         Ok(checkpoint::read_framed(&dir.join(CLEAN_SHUTDOWN_FILE))
             .await?
@@ -448,20 +457,9 @@ impl Log {
         seg.max_timestamp = max_ts;
         seg.offset_of_max_timestamp = Offset(offset_of_max);
         seg.bytes_since_index = size.saturating_sub(seg.offset_index.last_pos().0);
-        let tail_start = size - size % block;
-        seg.tail = if size > tail_start {
-            let buf = seg
-                .file
-                .read_at(tail_start, (size - tail_start) as usize)
-                .await
-                .map_err(|e| Error::glommio("read segment tail", &seg.path, e))?;
-            if buf.len() as u64 != size - tail_start {
-                return Ok(None);
-            }
-            buf.to_vec()
-        } else {
-            Vec::new()
-        };
+        if !seg.load_tail().await? {
+            return Ok(None);
+        }
         Ok(Some(seg))
     }
 
@@ -1082,11 +1080,7 @@ impl Log {
     /// Deletes closed segments past `retention.ms` or beyond `retention.bytes`
     /// (oldest first, never the active one) and moves the log start offset.
     pub async fn apply_retention(&self) -> Result<RetentionOutcome> {
-        let _permit = self
-            .maintenance_lock
-            .acquire_permit(1)
-            .await
-            .map_err(|e| Error::glommio("acquire maintenance lock", &self.dir, e))?;
+        let _permit = self.maintenance_permit().await?;
         let config = self.config();
         let doomed: Vec<Offset> = {
             let st = self.state.borrow();
@@ -1172,11 +1166,7 @@ impl Log {
     /// below it are no longer readable, and segments wholly below it go.
     /// Returns the new log start offset.
     pub async fn delete_records_before(&self, offset: Offset) -> Result<Offset> {
-        let _permit = self
-            .maintenance_lock
-            .acquire_permit(1)
-            .await
-            .map_err(|e| Error::glommio("acquire maintenance lock", &self.dir, e))?;
+        let _permit = self.maintenance_permit().await?;
         let (hw, start) = {
             let st = self.state.borrow();
             if st.offline {
@@ -1224,11 +1214,7 @@ impl Log {
             .acquire_permit(1)
             .await
             .map_err(|e| Error::glommio("acquire write lock", &self.dir, e))?;
-        let _maintenance = self
-            .maintenance_lock
-            .acquire_permit(1)
-            .await
-            .map_err(|e| Error::glommio("acquire maintenance lock", &self.dir, e))?;
+        let _maintenance = self.maintenance_permit().await?;
         let offline = self.state.borrow().offline;
         if !offline {
             self.sync().await?;

@@ -110,16 +110,8 @@ pub(crate) async fn recover_segment(
             .await
             .map_err(|e| Error::glommio("truncate segment", &seg.path, e))?;
     }
-    let tail_start = pos - pos % block;
-    seg.tail = if pos > tail_start {
-        let buf = seg
-            .file
-            .read_at(tail_start, (pos - tail_start) as usize)
-            .await
-            .map_err(|e| Error::glommio("read segment tail", &seg.path, e))?;
-        buf.to_vec()
-    } else {
-        Vec::new()
-    };
+    if !seg.load_tail().await? {
+        return Err(Error::CorruptBatch("segment shorter than its batches"));
+    }
     Ok(RecoveryOutcome { truncated_bytes })
 }

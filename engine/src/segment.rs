@@ -168,6 +168,28 @@ impl Segment {
         }
     }
 
+    /// Reads the partial last block of a segment `size` long into `tail`;
+    /// false if the file is shorter than that.
+    pub(crate) async fn load_tail(&mut self) -> Result<bool> {
+        let block = self.block_bytes();
+        let tail_start = self.size - self.size % block;
+        let tail_len = (self.size - tail_start) as usize;
+        self.tail = if tail_len > 0 {
+            let buf = self
+                .file
+                .read_at(tail_start, tail_len)
+                .await
+                .map_err(|e| Error::glommio("read segment tail", &self.path, e))?;
+            if buf.len() != tail_len {
+                return Ok(false);
+            }
+            buf.to_vec()
+        } else {
+            Vec::new()
+        };
+        Ok(true)
+    }
+
     /// Writes both index files durably (the directory is synced by the caller).
     pub(crate) async fn write_index_files(&self) -> Result<()> {
         checkpoint::write_raw(&self.sibling(INDEX_EXT), self.offset_index.encode()).await?;

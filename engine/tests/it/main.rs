@@ -43,15 +43,17 @@ impl Rng {
 
 /// A v2 batch of `count` records whose values are `value_bytes` long, as a
 /// producer would send it (base offset 0), with a correct CRC32C.
-pub(crate) fn batch(count: usize, value_bytes: usize, timestamp: i64, fill: u8) -> Bytes {
-    fn varint(out: &mut Vec<u8>, v: i64) {
-        let mut z = ((v << 1) ^ (v >> 63)) as u64;
-        while z >= 0x80 {
-            out.push((z as u8) | 0x80);
-            z >>= 7;
-        }
-        out.push(z as u8);
+/// Appends a zig-zag varint, as Kafka's records encode lengths and deltas.
+pub(crate) fn varint(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8) | 0x80);
+        z >>= 7;
     }
+    out.push(z as u8);
+}
+
+pub(crate) fn batch(count: usize, value_bytes: usize, timestamp: i64, fill: u8) -> Bytes {
     let mut records = Vec::new();
     for i in 0..count {
         let mut r = vec![0u8];

@@ -13,7 +13,7 @@ use sluice_engine::{
     Offset, RecordCodec, RecordKey, TailCacheBudget,
 };
 
-use crate::{batch, batches_of, open, run, small_config};
+use crate::{batch, batches_of, open, run, small_config, varint};
 
 /// A clock the test moves by hand.
 struct TestClock(Cell<i64>);
@@ -37,15 +37,6 @@ async fn open_with(dir: &Path, config: LogConfig, clock: Rc<TestClock>) -> Log {
     )
     .await
     .expect("open log")
-}
-
-fn varint(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        out.push((z as u8) | 0x80);
-        z >>= 7;
-    }
-    out.push(z as u8);
 }
 
 fn read_varint(buf: &[u8], pos: &mut usize) -> Option<i64> {
@@ -447,15 +438,7 @@ fn compaction_keeps_the_latest_record_per_key() {
                 }
             }
             // Filler with its own keys closes the segments holding the above.
-            for i in 0..40 {
-                log.append(
-                    &[keyed_batch(&[(&format!("f{i}"), Some(pad.as_str()))], 100)],
-                    LeaderEpoch(0),
-                    Durability::Written,
-                )
-                .await
-                .unwrap();
-            }
+            append_filler(&log, "f", &pad).await;
             let end = log.high_watermark();
             let size_before = log.size_bytes();
 
@@ -477,15 +460,7 @@ fn compaction_keeps_the_latest_record_per_key() {
 
             // Past delete.retention.ms the tombstone goes too, at the next
             // pass, which new data makes due.
-            for i in 0..40 {
-                log.append(
-                    &[keyed_batch(&[(&format!("g{i}"), Some(pad.as_str()))], 100)],
-                    LeaderEpoch(0),
-                    Durability::Written,
-                )
-                .await
-                .unwrap();
-            }
+            append_filler(&log, "g", &pad).await;
             let end = log.high_watermark();
             clock.0.set(1_000_000);
             log.compact(&TestCodec).await.unwrap();
@@ -511,6 +486,19 @@ fn compaction_keeps_the_latest_record_per_key() {
             assert_eq!(log.high_watermark(), end);
         })
     });
+}
+
+/// 40 batches of one record each, keyed `<prefix><i>`.
+async fn append_filler(log: &Log, prefix: &str, value: &str) {
+    for i in 0..40 {
+        log.append(
+            &[keyed_batch(&[(&format!("{prefix}{i}"), Some(value))], 100)],
+            LeaderEpoch(0),
+            Durability::Written,
+        )
+        .await
+        .unwrap();
+    }
 }
 
 async fn read_records(log: &Log) -> Vec<Parsed> {
