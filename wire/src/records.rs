@@ -245,16 +245,6 @@ fn get_header<'a>(
     Ok((key, value))
 }
 
-fn put_bytes(buf: &mut BytesMut, b: &Option<Bytes>) {
-    match b {
-        Some(b) => {
-            put_varint(buf, b.len() as i64);
-            buf.put_slice(b);
-        }
-        None => put_varint(buf, -1),
-    }
-}
-
 /// Encodes an uncompressed v2 batch with base offset 0, as a producer sends it.
 pub fn encode_batch(records: &[Record]) -> Bytes {
     encode_batch_with(records, Compression::None, |body| body.to_vec())
@@ -279,60 +269,163 @@ pub fn encode_batch_with(
         .map(|r| r.timestamp)
         .min()
         .expect("non-empty");
-    let max_ts = records
-        .iter()
-        .map(|r| r.timestamp)
-        .max()
-        .expect("non-empty");
-    let mut body = BytesMut::new();
-    let mut rec = BytesMut::new();
-    for (i, r) in records.iter().enumerate() {
-        rec.clear();
-        rec.put_i8(0);
-        put_varint(&mut rec, r.timestamp - base_ts);
-        put_varint(&mut rec, i as i64);
-        put_bytes(&mut rec, &r.key);
-        put_bytes(&mut rec, &r.value);
-        put_varint(&mut rec, r.headers.len() as i64);
-        for (k, v) in &r.headers {
-            put_varint(&mut rec, k.len() as i64);
-            rec.put_slice(k.as_bytes());
-            put_bytes(&mut rec, v);
-        }
-        put_varint(&mut body, rec.len() as i64);
-        body.put_slice(&rec);
+    let mut builder = BatchBuilder::new(base_ts, 0);
+    let mut headers: Vec<(&[u8], Option<&[u8]>)> = Vec::new();
+    for r in records {
+        headers.clear();
+        headers.extend(r.headers.iter().map(|(k, v)| (k.as_bytes(), v.as_deref())));
+        builder.push(r.timestamp, r.key.as_deref(), r.value.as_deref(), &headers);
     }
-    let body = if compression == Compression::None {
-        body.to_vec()
-    } else {
-        compress(&body)
-    };
-    let attributes: i16 = match compression {
-        Compression::None => 0,
-        Compression::Gzip => 1,
-        Compression::Snappy => 2,
-        Compression::Lz4 => 3,
-        Compression::Zstd => 4,
-    };
-    let total = HEADER_BYTES + body.len();
-    let mut out = BytesMut::with_capacity(total);
-    out.put_i64(0);
-    out.put_i32((total - LOG_OVERHEAD_BYTES) as i32);
-    out.put_i32(-1);
-    out.put_i8(MAGIC_V2);
-    out.put_u32(0);
-    out.put_i16(attributes);
-    out.put_i32(records.len() as i32 - 1);
-    out.put_i64(base_ts);
-    out.put_i64(max_ts);
-    out.put_i64(-1);
-    out.put_i16(-1);
-    out.put_i32(-1);
-    out.put_i32(records.len() as i32);
-    out.put_slice(&body);
-    let crc = crc32c::crc32c(&out[CRC_START..]);
-    out[CRC_AT..CRC_START].copy_from_slice(&crc.to_be_bytes());
-    out.freeze()
+    builder.finish_with(compression, compress)
+}
+
+/// Bytes of `v` as a zig-zag varint.
+fn varint_len(v: i64) -> usize {
+    let z = ((v << 1) ^ (v >> 63)) as u64;
+    // One byte per started group of 7 bits; zero takes one byte.
+    (64 - (z | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+fn bytes_len(b: Option<&[u8]>) -> usize {
+    match b {
+        Some(b) => varint_len(b.len() as i64) + b.len(),
+        None => varint_len(-1),
+    }
+}
+
+fn put_opt_bytes(buf: &mut BytesMut, b: Option<&[u8]>) {
+    match b {
+        Some(b) => {
+            put_varint(buf, b.len() as i64);
+            buf.put_slice(b);
+        }
+        None => put_varint(buf, -1),
+    }
+}
+
+/// Builds a v2 batch with base offset 0 one record at a time, as a producer
+/// does: each record is written once, straight into the batch buffer, whose
+/// first [`HEADER_BYTES`] are left for the header. An uncompressed batch is
+/// then finished in place without copying its records.
+#[derive(Debug)]
+pub struct BatchBuilder {
+    buf: BytesMut,
+    base_timestamp: i64,
+    timestamp_max: i64,
+    record_count: i32,
+}
+
+impl BatchBuilder {
+    /// A builder whose timestamp deltas count from `base_timestamp`;
+    /// `capacity_bytes` is a hint for the record section.
+    pub fn new(base_timestamp: i64, capacity_bytes: usize) -> BatchBuilder {
+        let mut buf = BytesMut::with_capacity(HEADER_BYTES + capacity_bytes);
+        buf.put_bytes(0, HEADER_BYTES);
+        BatchBuilder {
+            buf,
+            base_timestamp,
+            timestamp_max: i64::MIN,
+            record_count: 0,
+        }
+    }
+
+    /// Appends one record; header keys are never null.
+    pub fn push(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&[u8], Option<&[u8]>)],
+    ) {
+        let timestamp_delta = timestamp - self.base_timestamp;
+        let offset_delta = self.record_count as i64;
+        let mut len = 1
+            + varint_len(timestamp_delta)
+            + varint_len(offset_delta)
+            + bytes_len(key)
+            + bytes_len(value)
+            + varint_len(headers.len() as i64);
+        for (k, v) in headers {
+            len += bytes_len(Some(k)) + bytes_len(*v);
+        }
+        self.buf.reserve(varint_len(len as i64) + len);
+        let start = self.buf.len();
+        put_varint(&mut self.buf, len as i64);
+        let body_start = self.buf.len();
+        self.buf.put_i8(0);
+        put_varint(&mut self.buf, timestamp_delta);
+        put_varint(&mut self.buf, offset_delta);
+        put_opt_bytes(&mut self.buf, key);
+        put_opt_bytes(&mut self.buf, value);
+        put_varint(&mut self.buf, headers.len() as i64);
+        for (k, v) in headers {
+            put_opt_bytes(&mut self.buf, Some(k));
+            put_opt_bytes(&mut self.buf, *v);
+        }
+        assert_eq!(self.buf.len() - body_start, len, "record length computed");
+        debug_assert!(self.buf.len() > start);
+        self.timestamp_max = self.timestamp_max.max(timestamp);
+        self.record_count += 1;
+    }
+
+    pub fn record_count(&self) -> usize {
+        self.record_count as usize
+    }
+
+    /// Bytes of the uncompressed record section so far.
+    pub fn section_bytes(&self) -> usize {
+        self.buf.len() - HEADER_BYTES
+    }
+
+    /// Finishes the batch, compressing its record section with `codec`.
+    pub fn finish(self, codec: Compression) -> Bytes {
+        self.finish_with(codec, |body| compression::compress(codec, body))
+    }
+
+    /// Finishes the batch, passing its record section through `compress`
+    /// unless `compression` is [`Compression::None`].
+    pub fn finish_with(
+        self,
+        compression: Compression,
+        compress: impl FnOnce(&[u8]) -> Vec<u8>,
+    ) -> Bytes {
+        assert!(self.record_count > 0, "a batch holds at least one record");
+        let mut out = if compression == Compression::None {
+            self.buf
+        } else {
+            let body = compress(&self.buf[HEADER_BYTES..]);
+            let mut out = BytesMut::with_capacity(HEADER_BYTES + body.len());
+            out.put_bytes(0, HEADER_BYTES);
+            out.put_slice(&body);
+            out
+        };
+        let attributes: i16 = match compression {
+            Compression::None => 0,
+            Compression::Gzip => 1,
+            Compression::Snappy => 2,
+            Compression::Lz4 => 3,
+            Compression::Zstd => 4,
+        };
+        let total = out.len();
+        let mut header = &mut out[..HEADER_BYTES];
+        header.put_i64(0);
+        header.put_i32((total - LOG_OVERHEAD_BYTES) as i32);
+        header.put_i32(-1);
+        header.put_i8(MAGIC_V2);
+        header.put_u32(0);
+        header.put_i16(attributes);
+        header.put_i32(self.record_count - 1);
+        header.put_i64(self.base_timestamp);
+        header.put_i64(self.timestamp_max);
+        header.put_i64(-1);
+        header.put_i16(-1);
+        header.put_i32(-1);
+        header.put_i32(self.record_count);
+        assert!(header.is_empty(), "header fields fill the header");
+        let crc = crc32c::crc32c(&out[CRC_START..]);
+        out[CRC_AT..CRC_START].copy_from_slice(&crc.to_be_bytes());
+        out.freeze()
+    }
 }
 
 /// Decodes every record of a batch of any codec (the whole batch bytes),
