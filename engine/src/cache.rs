@@ -93,7 +93,10 @@ impl TailCache {
             batches,
         });
         while self.bytes > share {
-            let old = self.chunks.pop_front().expect("over budget means non-empty");
+            let old = self
+                .chunks
+                .pop_front()
+                .expect("over budget means non-empty");
             self.bytes -= old.bytes.len();
         }
     }
@@ -153,7 +156,12 @@ impl TailCache {
 /// Bytes of whole batches of `chunk` from batch `from_batch`, stopping before
 /// `limit` and after `max_bytes` (the first batch is always taken); and
 /// whether the chunk's end was reached.
-fn take_batches(chunk: &Chunk, from_batch: usize, limit: Offset, max_bytes: usize) -> (usize, bool) {
+fn take_batches(
+    chunk: &Chunk,
+    from_batch: usize,
+    limit: Offset,
+    max_bytes: usize,
+) -> (usize, bool) {
     let start = chunk.batches[from_batch].1 as usize;
     let mut end = start;
     for i in from_batch..chunk.batches.len() {
@@ -205,7 +213,11 @@ mod tests {
         let got = cache.read(Offset(15), Offset(50), 150).expect("cached");
         assert_eq!(got.len(), 100, "one batch when two would pass max_bytes");
         let got = cache.read(Offset(15), Offset(50), 10_000).expect("cached");
-        assert_eq!(got.len(), 200 + 400, "rest of the first chunk and all the second");
+        assert_eq!(
+            got.len(),
+            200 + 400,
+            "rest of the first chunk and all the second"
+        );
         let got = cache.read(Offset(0), Offset(30), 10_000).expect("cached");
         assert_eq!(got.len(), 300, "nothing at or past the limit");
         assert!(cache.read(Offset(50), Offset(50), 100).is_none());

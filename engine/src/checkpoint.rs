@@ -113,7 +113,10 @@ pub(crate) async fn sync_dir(dir: &Path) -> Result<()> {
 
 /// Writes a framed state file (see the module docs).
 pub(crate) async fn write_framed(path: &Path, payload: &[u8]) -> Result<()> {
-    assert!(payload.len() <= FRAMED_PAYLOAD_BYTES_MAX, "state files are small");
+    assert!(
+        payload.len() <= FRAMED_PAYLOAD_BYTES_MAX,
+        "state files are small"
+    );
     let mut out = Vec::with_capacity(FRAME_HEADER_BYTES + payload.len() + CRC_BYTES);
     out.extend_from_slice(&MAGIC);
     out.push(VERSION);
@@ -137,7 +140,11 @@ fn unframe(bytes: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let payload = &bytes[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + len];
-    let crc = u32::from_be_bytes(bytes[FRAME_HEADER_BYTES + len..].try_into().expect("4 bytes"));
+    let crc = u32::from_be_bytes(
+        bytes[FRAME_HEADER_BYTES + len..]
+            .try_into()
+            .expect("4 bytes"),
+    );
     (crc32c::crc32c(payload) == crc).then(|| payload.to_vec())
 }
 

@@ -129,7 +129,10 @@ impl Log {
             .filter(|s| s.next_offset > cleaned_to)
             .map(|s| s.size)
             .sum();
-        if total == 0 || dirty == 0 || (dirty as f64) < config.min_cleanable_dirty_ratio * total as f64 {
+        if total == 0
+            || dirty == 0
+            || (dirty as f64) < config.min_cleanable_dirty_ratio * total as f64
+        {
             return Ok(outcome);
         }
 
@@ -156,7 +159,9 @@ impl Log {
             .await?;
             if let Some(reason) = failure {
                 return Err(Error::Records {
-                    path: self.dir.join(segment::file_name(seg.base, segment::LOG_EXT)),
+                    path: self
+                        .dir
+                        .join(segment::file_name(seg.base, segment::LOG_EXT)),
                     reason,
                 });
             }
@@ -234,13 +239,20 @@ impl Log {
             off += view.total_len;
         }
         if ranges.is_empty() {
-            return Err(Error::CorruptBatch("batch header straddles the segment end"));
+            return Err(Error::CorruptBatch(
+                "batch header straddles the segment end",
+            ));
         }
         Ok((buf, ranges))
     }
 
     /// Calls `f(batch)` for every batch of a segment, in order.
-    async fn walk_batches(&self, file: &DmaFile, size: u64, mut f: impl FnMut(&[u8])) -> Result<()> {
+    async fn walk_batches(
+        &self,
+        file: &DmaFile,
+        size: u64,
+        mut f: impl FnMut(&[u8]),
+    ) -> Result<()> {
         let mut pos = 0u64;
         // Each window holds at least one batch, so `pos` advances every pass.
         while pos < size {

@@ -200,10 +200,18 @@ mod tests {
         assert_eq!(OffsetIndex::decode(&bytes, 9000, 30), Some(off.clone()));
         assert_eq!(OffsetIndex::decode(&bytes[..12], 9000, 30), None, "torn");
         assert_eq!(OffsetIndex::decode(&bytes, 8192, 30), None, "past the end");
-        assert_eq!(OffsetIndex::decode(&bytes, 9000, 20), None, "past the offsets");
+        assert_eq!(
+            OffsetIndex::decode(&bytes, 9000, 20),
+            None,
+            "past the offsets"
+        );
         let mut swapped = bytes[8..].to_vec();
         swapped.extend_from_slice(&bytes[..8]);
-        assert_eq!(OffsetIndex::decode(&swapped, 9000, 30), None, "out of order");
+        assert_eq!(
+            OffsetIndex::decode(&swapped, 9000, 30),
+            None,
+            "out of order"
+        );
 
         let mut time = TimeIndex::default();
         time.push(base, 5, Offset(1000));

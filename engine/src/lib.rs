@@ -34,10 +34,10 @@ mod recovery;
 mod segment;
 
 pub use batch::BatchView;
-pub use device::prime_direct_io;
-pub use error::{Error, Result};
 pub use cache::TailCacheBudget;
 pub use cleaner::{CompactionOutcome, RecordCodec, RecordKey, COMPACTION_KEYS_MAX};
+pub use device::prime_direct_io;
+pub use error::{Error, Result};
 pub use log::{
     AppendOutcome, CleanupPolicy, Clock, Durability, Log, LogConfig, LogContext, OpenReport,
     ReadOutcome, RetentionOutcome, SystemClock, TimestampLookup,

@@ -318,8 +318,7 @@ impl Log {
             while bases.len() > 1 && bases[1] <= start {
                 let base = bases.remove(0);
                 for ext in [LOG_EXT, INDEX_EXT, TIME_INDEX_EXT] {
-                    checkpoint::remove_if_present(&dir.join(segment::file_name(base, ext)))
-                        .await?;
+                    checkpoint::remove_if_present(&dir.join(segment::file_name(base, ext))).await?;
                 }
             }
         }
@@ -407,7 +406,10 @@ impl Log {
             offline: false,
             cache: TailCache::default(),
         };
-        assert!(state.log_start_offset <= state.high_watermark, "watermarks in order");
+        assert!(
+            state.log_start_offset <= state.high_watermark,
+            "watermarks in order"
+        );
         context.cache_budget.register();
         Ok(Log {
             dir,
@@ -438,7 +440,11 @@ impl Log {
 
     /// The active segment as the clean-shutdown marker describes it, if its
     /// file and index files agree with the marker.
-    async fn load_active(dir: &Path, base: Offset, m: [i64; MARKER_FIELDS]) -> Result<Option<Segment>> {
+    async fn load_active(
+        dir: &Path,
+        base: Offset,
+        m: [i64; MARKER_FIELDS],
+    ) -> Result<Option<Segment>> {
         let [_, size, next, max_ts, offset_of_max] = m;
         if size < 0 || next < base.0 {
             return Ok(None);
@@ -738,7 +744,8 @@ impl Log {
         let new_written = seg.next_offset;
         let tail_start = (used / block as usize) * block as usize;
         seg.tail.clear();
-        seg.tail.extend_from_slice(&buf.as_bytes()[tail_start..used]);
+        seg.tail
+            .extend_from_slice(&buf.as_bytes()[tail_start..used]);
         let cached = Bytes::copy_from_slice(&buf.as_bytes()[tail_len..used]);
         st.cache.insert(
             &self.context.cache_budget,
@@ -801,11 +808,9 @@ impl Log {
         let Some(interval) = self.config().flush_interval else {
             return Ok(false);
         };
-        let due = self
-            .state
-            .borrow()
-            .unsynced_since_ms
-            .is_some_and(|since| self.context.clock.now_ms() - since >= interval.as_millis() as i64);
+        let due = self.state.borrow().unsynced_since_ms.is_some_and(|since| {
+            self.context.clock.now_ms() - since >= interval.as_millis() as i64
+        });
         if due {
             self.sync().await?;
         }
@@ -1049,7 +1054,11 @@ impl Log {
                 .filter(|s| s.max_timestamp >= target && s.next_offset > st.log_start_offset)
                 .map(|s| {
                     let from = s.time_index.lookup(s.base, target);
-                    (s.file.clone(), s.size, s.offset_index.lookup(s.base, from).0)
+                    (
+                        s.file.clone(),
+                        s.size,
+                        s.offset_index.lookup(s.base, from).0,
+                    )
                 })
                 .collect();
             (candidates, st.high_watermark, st.log_start_offset)
@@ -1130,10 +1139,7 @@ impl Log {
         let log_start_offset = {
             let mut st = self.state.borrow_mut();
             for base in bases {
-                assert!(
-                    st.segments.len() > 1,
-                    "the active segment is never deleted"
-                );
+                assert!(st.segments.len() > 1, "the active segment is never deleted");
                 let first = *st.segments.keys().next().expect("segments");
                 assert_eq!(first, *base, "segments go oldest first");
                 removed.push(st.segments.remove(base).expect("listed segment"));

@@ -355,7 +355,11 @@ pub fn log_config(topic: &TopicMeta, broker: &BrokerConfig) -> sluice_engine::Lo
 }
 
 /// When a produce to `topic` with `acks` may be answered.
-pub fn durability(topic: &TopicMeta, broker: &BrokerConfig, acks: i16) -> sluice_engine::Durability {
+pub fn durability(
+    topic: &TopicMeta,
+    broker: &BrokerConfig,
+    acks: i16,
+) -> sluice_engine::Durability {
     let mode = effective_config(topic, broker, "sluice.flush")
         .and_then(|v| FlushMode::parse(&v))
         .unwrap_or(broker.flush);

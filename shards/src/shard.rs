@@ -25,8 +25,8 @@ use crate::groups::{Coordinator, OFFSETS_TOPIC};
 use crate::ids::{PartitionId, ShardId, TopicPartition};
 use crate::join::{join_all, select_first};
 use crate::mesh::{
-    Appended, DeleteRecordsPartition, Failure, FetchPartition, Fetched, Mesh, OffsetAnswer, OffsetQuery, PartitionResult,
-    ProducePartition, ShardRequest, ShardResponse,
+    Appended, DeleteRecordsPartition, Failure, FetchPartition, Fetched, Mesh, OffsetAnswer,
+    OffsetQuery, PartitionResult, ProducePartition, ShardRequest, ShardResponse,
 };
 use crate::metadata::{self, ClusterMeta};
 use crate::partition::Partition;
@@ -206,7 +206,10 @@ impl Shard {
         join_all(futures).await
     }
 
-    async fn delete_records(&self, parts: Vec<DeleteRecordsPartition>) -> Vec<PartitionResult<i64>> {
+    async fn delete_records(
+        &self,
+        parts: Vec<DeleteRecordsPartition>,
+    ) -> Vec<PartitionResult<i64>> {
         let futures: Vec<Pin<Box<dyn Future<Output = PartitionResult<i64>> + '_>>> = parts
             .into_iter()
             .map(|part| {
@@ -448,7 +451,12 @@ impl Shard {
                 }
             }
             if total > OPEN_CONCURRENCY {
-                tracing::info!(shard = self.id.0, opened = opened_count, total, "opening partitions");
+                tracing::info!(
+                    shard = self.id.0,
+                    opened = opened_count,
+                    total,
+                    "opening partitions"
+                );
             }
         }
         if problems.is_empty() {

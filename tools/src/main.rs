@@ -13,6 +13,7 @@ use sluice_shards::BrokerConfig;
 
 mod admin;
 mod alloc;
+mod bench;
 
 #[global_allocator]
 static ALLOCATOR: alloc::LazyLargeAlloc = alloc::LazyLargeAlloc;
@@ -35,6 +36,9 @@ struct Cli {
 enum Command {
     /// Run a broker node with embedded defaults, overridden by --config and flags.
     Broker(BrokerArgs),
+    /// Drive a Kafka-compatible broker and report throughput and latency;
+    /// without --brokers, against a Sluice broker started on this machine.
+    Bench(Box<sluice_bench::BenchArgs>),
     /// Consumer groups: list them, or describe one with its lag.
     Group {
         /// A broker to ask.
@@ -135,9 +139,16 @@ fn run_broker(args: &BrokerArgs) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(cli.log_level.as_deref());
+    // The bench prints its own progress; an embedded broker's start-up
+    // chatter would bury it, so the bench logs warnings only unless asked.
+    let level = match (&cli.command, cli.log_level.as_deref()) {
+        (Command::Bench(_), None) if std::env::var_os("RUST_LOG").is_none() => Some("warn"),
+        (_, level) => level,
+    };
+    init_logging(level);
     match &cli.command {
         Command::Broker(args) => run_broker(args),
+        Command::Bench(args) => bench::run(args),
         Command::Group { bootstrap, command } => {
             let text = match command {
                 GroupCommand::List => admin::group_list(bootstrap)?,

@@ -7,7 +7,9 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use glommio::{LocalExecutorBuilder, Placement};
-use sluice_engine::{BatchView, Durability, Error, LeaderEpoch, Log, LogConfig, LogContext, Offset};
+use sluice_engine::{
+    BatchView, Durability, Error, LeaderEpoch, Log, LogConfig, LogContext, Offset,
+};
 
 pub(crate) fn run<T: Send + 'static>(
     f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>> + Send + 'static,
@@ -138,7 +140,10 @@ fn appends_read_back_from_every_offset_across_segments() {
                 let count = 1 + rng.below(5) as usize;
                 let fill = (i % 251) as u8;
                 let b = batch(count, 1 + rng.below(700) as usize, 1_000 + i as i64, fill);
-                let out = log.append(&[b], LeaderEpoch(3), Durability::Written).await.unwrap();
+                let out = log
+                    .append(&[b], LeaderEpoch(3), Durability::Written)
+                    .await
+                    .unwrap();
                 assert_eq!(out.base_offset, Offset(next));
                 assert_eq!(out.last_offset, Offset(next + count as i64 - 1));
                 expected.push((next, count as i32, fill));
@@ -222,7 +227,9 @@ fn recovery_keeps_a_valid_prefix_after_tail_damage() {
                     for i in 0..40u32 {
                         let count = 1 + rng.below(3) as usize;
                         let b = batch(count, 1 + rng.below(300) as usize, i as i64, (i + 1) as u8);
-                        log.append(&[b], LeaderEpoch(0), Durability::Written).await.unwrap();
+                        log.append(&[b], LeaderEpoch(0), Durability::Written)
+                            .await
+                            .unwrap();
                         expected.push((next, count as i32, (i + 1) as u8));
                         next += count as i64;
                         ends.push(log.size_bytes());
@@ -281,7 +288,11 @@ fn recovery_keeps_a_valid_prefix_after_tail_damage() {
                 }
                 assert_eq!(seen, survivors, "round {round}");
                 let out = log
-                    .append(&[batch(1, 5, 99, 0xee)], LeaderEpoch(1), Durability::Written)
+                    .append(
+                        &[batch(1, 5, 99, 0xee)],
+                        LeaderEpoch(1),
+                        Durability::Written,
+                    )
                     .await
                     .unwrap();
                 assert_eq!(
@@ -319,16 +330,22 @@ fn bad_batches_are_rejected_without_storing_anything() {
             let big = batch(1, 3_000, 1, 2);
             let short = good.slice(..good.len() - 1);
             assert!(matches!(
-                log.append(&[good.clone(), Bytes::from(corrupt)], LeaderEpoch(0), Durability::Written)
-                    .await,
+                log.append(
+                    &[good.clone(), Bytes::from(corrupt)],
+                    LeaderEpoch(0),
+                    Durability::Written
+                )
+                .await,
                 Err(Error::CorruptBatch(_))
             ));
             assert!(matches!(
-                log.append(&[big], LeaderEpoch(0), Durability::Written).await,
+                log.append(&[big], LeaderEpoch(0), Durability::Written)
+                    .await,
                 Err(Error::BatchTooLarge { .. })
             ));
             assert!(matches!(
-                log.append(&[short], LeaderEpoch(0), Durability::Written).await,
+                log.append(&[short], LeaderEpoch(0), Durability::Written)
+                    .await,
                 Err(Error::CorruptBatch(_))
             ));
             assert_eq!(log.log_end_offset(), Offset(0));
@@ -354,9 +371,13 @@ fn offsets_for_timestamps() {
             let log = open(&dir, small_config()).await;
             // Batch i holds 3 records stamped 100*i, 100*i+1, 100*i+2.
             for i in 0..200i64 {
-                log.append(&[batch(3, 50, 100 * i, 1)], LeaderEpoch(0), Durability::Written)
-                    .await
-                    .unwrap();
+                log.append(
+                    &[batch(3, 50, 100 * i, 1)],
+                    LeaderEpoch(0),
+                    Durability::Written,
+                )
+                .await
+                .unwrap();
             }
             for (target, offset, ts) in [
                 (0i64, 0i64, 0i64),

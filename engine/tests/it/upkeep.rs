@@ -74,10 +74,24 @@ fn keyed_batch(records: &[(&str, Option<&str>)], timestamp: i64) -> Bytes {
         body.extend(r);
     }
     let count = records.len();
-    finish_batch(0, (count - 1) as i32, timestamp, timestamp + count as i64 - 1, count as i32, &body)
+    finish_batch(
+        0,
+        (count - 1) as i32,
+        timestamp,
+        timestamp + count as i64 - 1,
+        count as i32,
+        &body,
+    )
 }
 
-fn finish_batch(base: i64, last_delta: i32, base_ts: i64, max_ts: i64, count: i32, body: &[u8]) -> Bytes {
+fn finish_batch(
+    base: i64,
+    last_delta: i32,
+    base_ts: i64,
+    max_ts: i64,
+    count: i32,
+    body: &[u8],
+) -> Bytes {
     let mut b = Vec::new();
     b.extend(base.to_be_bytes());
     b.extend(((49 + body.len()) as i32).to_be_bytes());
@@ -119,13 +133,22 @@ fn parse_records(batch: &[u8]) -> Result<Vec<Parsed>, String> {
             if n < 0 {
                 return Ok(None);
             }
-            let v = batch.get(*pos..*pos + n as usize).ok_or("field bytes")?.to_vec();
+            let v = batch
+                .get(*pos..*pos + n as usize)
+                .ok_or("field bytes")?
+                .to_vec();
             *pos += n as usize;
             Ok(Some(v))
         };
         let key = field(&mut pos)?;
         let value = field(&mut pos)?;
-        out.push((view.base_offset + od, view.base_timestamp + ts, key, value, batch[start..end].to_vec()));
+        out.push((
+            view.base_offset + od,
+            view.base_timestamp + ts,
+            key,
+            value,
+            batch[start..end].to_vec(),
+        ));
         pos = end;
     }
     Ok(out)
@@ -195,9 +218,13 @@ fn files_with(dir: &Path, ext: &str) -> Vec<PathBuf> {
 /// Appends `n` batches of 3 records, timestamps 100*i; returns the end offset.
 async fn fill(log: &Log, n: i64) -> i64 {
     for i in 0..n {
-        log.append(&[batch(3, 200, 100 * i, (i % 250) as u8)], LeaderEpoch(0), Durability::Written)
-            .await
-            .unwrap();
+        log.append(
+            &[batch(3, 200, 100 * i, (i % 250) as u8)],
+            LeaderEpoch(0),
+            Durability::Written,
+        )
+        .await
+        .unwrap();
     }
     log.high_watermark().0
 }
@@ -235,12 +262,21 @@ fn clean_shutdown_skips_the_scan_and_a_crash_scans_only_the_active_segment() {
             let log = open(&dir, small_config()).await;
             let report = log.open_report();
             assert!(report.clean_shutdown);
-            assert_eq!((report.segments_scanned, report.segments_loaded), (0, segments));
-            assert!(!dir.join("clean-shutdown").exists(), "the marker goes once the log is open");
+            assert_eq!(
+                (report.segments_scanned, report.segments_loaded),
+                (0, segments)
+            );
+            assert!(
+                !dir.join("clean-shutdown").exists(),
+                "the marker goes once the log is open"
+            );
             assert_eq!(log.high_watermark(), Offset(end));
             assert_eq!(all_batches(&log).await, before);
             assert_eq!(
-                log.offset_for_timestamp(100 * 60 + 1).await.unwrap().map(|t| t.offset),
+                log.offset_for_timestamp(100 * 60 + 1)
+                    .await
+                    .unwrap()
+                    .map(|t| t.offset),
                 Some(Offset(181))
             );
             let out = log
@@ -287,12 +323,25 @@ fn damaged_index_files_are_rebuilt() {
             let report = log.open_report();
             assert!(report.segments_scanned >= 2, "{report:?}");
             assert_eq!(all_batches(&log).await, before);
-            assert_eq!(std::fs::read(&indexes[0]).unwrap(), original, "rebuilt the same");
+            assert_eq!(
+                std::fs::read(&indexes[0]).unwrap(),
+                original,
+                "rebuilt the same"
+            );
             assert!(times[1].exists(), "rebuilt");
             // Batch i holds offsets 3i.. stamped 100i, 100i+1, 100i+2.
-            for (target, offset, timestamp) in [(0i64, 0i64, 0i64), (250, 9, 300), (5_001, 151, 5_001), (11_000, 330, 11_000)] {
+            for (target, offset, timestamp) in [
+                (0i64, 0i64, 0i64),
+                (250, 9, 300),
+                (5_001, 151, 5_001),
+                (11_000, 330, 11_000),
+            ] {
                 let found = log.offset_for_timestamp(target).await.unwrap().unwrap();
-                assert_eq!((found.offset, found.timestamp), (Offset(offset), timestamp), "target {target}");
+                assert_eq!(
+                    (found.offset, found.timestamp),
+                    (Offset(offset), timestamp),
+                    "target {target}"
+                );
             }
         })
     });
@@ -325,7 +374,10 @@ fn retention_deletes_old_segments_and_moves_the_log_start() {
             });
             let by_size = log.apply_retention().await.unwrap();
             assert!(by_size.segments_deleted > 0);
-            assert!(log.size_bytes() <= total / 2 + (16 << 10), "within a segment of the limit");
+            assert!(
+                log.size_bytes() <= total / 2 + (16 << 10),
+                "within a segment of the limit"
+            );
             assert!(log.size_bytes() > total / 2 - (16 << 10));
             let start = log.log_start_offset();
             assert_eq!(start, log.segment_bases()[0]);
@@ -379,7 +431,10 @@ fn delete_records_moves_the_log_start_durably() {
                 Err(Error::OffsetOutOfRange { .. })
             ));
             let first = batches_of(&log.read(cut, 1).await.unwrap().bytes)[0];
-            assert!(first.0 <= 200 && first.0 + first.1 as i64 > 200, "{first:?}");
+            assert!(
+                first.0 <= 200 && first.0 + first.1 as i64 > 200,
+                "{first:?}"
+            );
             assert_eq!(
                 log.delete_records_before(Offset(100)).await.unwrap(),
                 cut,
@@ -431,7 +486,11 @@ fn compaction_keeps_the_latest_record_per_key() {
                     let tombstone = k == 1 && round == 29;
                     let v = (!tombstone).then_some(value.as_str());
                     let out = log
-                        .append(&[keyed_batch(&[(&key, v)], 900 + round)], LeaderEpoch(0), Durability::Written)
+                        .append(
+                            &[keyed_batch(&[(&key, v)], 900 + round)],
+                            LeaderEpoch(0),
+                            Durability::Written,
+                        )
                         .await
                         .unwrap();
                     latest.insert(key, (out.base_offset.0, v.map(str::to_owned)));
@@ -447,7 +506,10 @@ fn compaction_keeps_the_latest_record_per_key() {
             assert!(first.segments_rewritten > 0, "{first:?}");
             assert!(log.size_bytes() < size_before);
             let records = read_records(&log).await;
-            let keyed: Vec<&Parsed> = records.iter().filter(|r| r.2.as_deref().is_some_and(|k| k.starts_with(b"k"))).collect();
+            let keyed: Vec<&Parsed> = records
+                .iter()
+                .filter(|r| r.2.as_deref().is_some_and(|k| k.starts_with(b"k")))
+                .collect();
             assert_eq!(keyed.len(), 5, "one record per key: {}", keyed.len());
             for (offset, _, key, value, _) in &keyed {
                 let key = String::from_utf8(key.clone().unwrap()).unwrap();
@@ -630,7 +692,9 @@ fn synced_position(bytes: &[u8], synced: i64) -> usize {
     let mut pos = 0;
     let mut end = 0;
     while pos < bytes.len() {
-        let Ok(Some(v)) = BatchView::parse(&bytes[pos..]) else { break };
+        let Ok(Some(v)) = BatchView::parse(&bytes[pos..]) else {
+            break;
+        };
         if pos + v.total_len > bytes.len() {
             break;
         }

@@ -257,7 +257,8 @@ impl Coordinator {
         match partition
             .log
             .append(&[batch], LeaderEpoch(0), Durability::Synced)
-            .await {
+            .await
+        {
             Ok(_) => {
                 shard.data_arrived.notify();
                 Ok(())
@@ -798,7 +799,11 @@ impl Coordinator {
                         Some(ErrorCode::UNKNOWN_MEMBER_ID)
                     }
                     Some(g) if generation != g.generation => Some(ErrorCode::ILLEGAL_GENERATION),
-                    Some(g) if g.state == GroupState::PreparingRebalance => {
+                    // As in Kafka: a member of the current generation may
+                    // still commit while the group prepares a rebalance (it
+                    // learns of the rebalance from its heartbeat and commits
+                    // before rejoining), but not between join and sync.
+                    Some(g) if g.state == GroupState::CompletingRebalance => {
                         Some(ErrorCode::REBALANCE_IN_PROGRESS)
                     }
                     Some(_) => None,

@@ -427,6 +427,25 @@ fn group_protocol_error_codes() {
         assert!(Instant::now() < deadline, "no rebalance signalled");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // While the group prepares its rebalance, the member of generation 1
+    // still commits, as a Kafka consumer does before it rejoins.
+    let early: OffsetCommitResponse = c.request(
+        ApiKey::OffsetCommit,
+        8,
+        &OffsetCommitRequest::default()
+            .with_group_id(GroupId(s("g")))
+            .with_generation_id_or_member_epoch(1)
+            .with_member_id(s(&me))
+            .with_topics(vec![
+                offset_commit_request::OffsetCommitRequestTopic::default()
+                    .with_name(TopicName(s("__consumer_offsets")))
+                    .with_partitions(vec![
+                        offset_commit_request::OffsetCommitRequestPartition::default()
+                            .with_committed_offset(1),
+                    ]),
+            ]),
+    );
+    assert_eq!(early.topics[0].partitions[0].error_code, 0);
     let rejoined = join(&mut c, "g", &me, 10_000, 5);
     assert_eq!((rejoined.error_code, rejoined.generation_id), (0, 2));
     assert_eq!(rejoined.members.len(), 2, "the leader sees both members");

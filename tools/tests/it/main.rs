@@ -2,6 +2,7 @@
 //! (librdkafka through the `rdkafka` crate, kcat, kafka-python) and with a bare
 //! protocol client for exact error codes and malformed input.
 
+mod bench;
 mod clients;
 mod errors;
 mod groups;

@@ -28,7 +28,7 @@ fn create_with(addr: &str, name: &str, partitions: i32, configs: &[(&str, &str)]
     assert_eq!(res, vec![Ok(name.to_string())]);
 }
 
-fn watermarks(addr: &str, topic: &str, partition: i32) -> (i64, i64) {
+pub(crate) fn watermarks(addr: &str, topic: &str, partition: i32) -> (i64, i64) {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", addr)
         .create()
@@ -38,7 +38,11 @@ fn watermarks(addr: &str, topic: &str, partition: i32) -> (i64, i64) {
 }
 
 /// Every record of a partition from its log start: (offset, key, value).
-fn read_partition(addr: &str, topic: &str, partition: i32) -> Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>)> {
+fn read_partition(
+    addr: &str,
+    topic: &str,
+    partition: i32,
+) -> Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>)> {
     let (low, high) = watermarks(addr, topic, partition);
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", addr)
@@ -113,7 +117,10 @@ fn acknowledged_writes_survive_sigkill_under_load() {
                     let value_owned = value.clone();
                     std::thread::spawn(move || {
                         if let Ok(Ok(d)) = block(future) {
-                            acked.lock().unwrap().push((d.partition, d.offset, value_owned));
+                            acked
+                                .lock()
+                                .unwrap()
+                                .push((d.partition, d.offset, value_owned));
                         }
                     });
                     if seq % 64 == 0 {
@@ -171,7 +178,12 @@ fn acknowledged_writes_survive_sigkill_under_load() {
             .unwrap();
         let d = block(
             producer
-                .send_result(FutureRecord::to("durable").partition(p).key("after").payload("after"))
+                .send_result(
+                    FutureRecord::to("durable")
+                        .partition(p)
+                        .key("after")
+                        .payload("after"),
+                )
                 .map_err(|(e, _)| e)
                 .unwrap(),
         )
@@ -197,7 +209,12 @@ fn retention_and_delete_records_move_the_log_start() {
         let value = format!("{i:04}-{}", "r".repeat(200));
         block(
             producer
-                .send_result(FutureRecord::to("retained").partition(0).key("k").payload(&value))
+                .send_result(
+                    FutureRecord::to("retained")
+                        .partition(0)
+                        .key("k")
+                        .payload(&value),
+                )
                 .map_err(|(e, _)| e)
                 .unwrap(),
         )
@@ -208,7 +225,8 @@ fn retention_and_delete_records_move_the_log_start() {
     assert_eq!(watermarks(&broker.addr, "retained", 0), (0, 400));
 
     // Nothing goes before a limit is set, then the oldest segments go.
-    let alter = AlterConfig::new(ResourceSpecifier::Topic("retained")).set("retention.bytes", "30000");
+    let alter =
+        AlterConfig::new(ResourceSpecifier::Topic("retained")).set("retention.bytes", "30000");
     let res = block(admin(&broker.addr).alter_configs(&[alter], &opts())).unwrap();
     assert!(res[0].is_ok(), "{:?}", res[0]);
     let deadline = Instant::now() + UPKEEP_TIMEOUT;
@@ -221,20 +239,31 @@ fn retention_and_delete_records_move_the_log_start() {
         assert!(Instant::now() < deadline, "retention did not run");
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert!(low < 400 - 30_000 / 260 + 40, "kept about 30000 bytes: low {low}");
+    assert!(
+        low < 400 - 30_000 / 260 + 40,
+        "kept about 30000 bytes: low {low}"
+    );
     let stored = read_partition(&broker.addr, "retained", 0);
-    assert_eq!(stored.first().unwrap().0, low, "reads start at the log start");
+    assert_eq!(
+        stored.first().unwrap().0,
+        low,
+        "reads start at the log start"
+    );
     assert_eq!(stored.len() as i64, 400 - low);
 
     // DeleteRecords through the admin client.
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset("retained", 0, Offset::Offset(390)).unwrap();
+    tpl.add_partition_offset("retained", 0, Offset::Offset(390))
+        .unwrap();
     let deleted = block(admin(&broker.addr).delete_records(&tpl, &opts())).expect("delete_records");
     let e = deleted.elements_for_topic("retained");
     assert_eq!(e[0].offset(), Offset::Offset(390));
     assert_eq!(watermarks(&broker.addr, "retained", 0), (390, 400));
     let stored = read_partition(&broker.addr, "retained", 0);
-    assert_eq!(stored.iter().map(|r| r.0).collect::<Vec<_>>(), (390..400).collect::<Vec<_>>());
+    assert_eq!(
+        stored.iter().map(|r| r.0).collect::<Vec<_>>(),
+        (390..400).collect::<Vec<_>>()
+    );
 
     broker.kill();
     broker.restart();
@@ -305,10 +334,17 @@ fn compacted_topics_keep_the_latest_value_per_key() {
                 assert_eq!(offset, want_offset, "{key} keeps its offset");
                 assert_eq!(value.as_deref(), Some(want_value.as_bytes()));
             }
-            assert!(stored.iter().all(|(o, _, _)| *o != deleted_at), "the tombstone is gone");
+            assert!(
+                stored.iter().all(|(o, _, _)| *o != deleted_at),
+                "the tombstone is gone"
+            );
             let offsets: Vec<i64> = stored.iter().map(|r| r.0).collect();
             assert!(offsets.windows(2).all(|w| w[0] < w[1]));
-            assert_eq!(watermarks(&broker.addr, "compacted", 0).0, 0, "the log start stays");
+            assert_eq!(
+                watermarks(&broker.addr, "compacted", 0).0,
+                0,
+                "the log start stays"
+            );
             break;
         }
         assert!(

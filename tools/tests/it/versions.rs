@@ -260,10 +260,16 @@ fn every_api_answers_at_every_advertised_version() {
         let resp: IncrementalAlterConfigsResponse = c.request(
             ApiKey::IncrementalAlterConfigs,
             v,
-            &IncrementalAlterConfigsRequest::default()
-                .with_resources(vec![resource("v2", 3, Some("compact"))]),
+            &IncrementalAlterConfigsRequest::default().with_resources(vec![resource(
+                "v2",
+                3,
+                Some("compact"),
+            )]),
         );
-        assert_eq!(resp.responses[0].error_code, 0, "IncrementalAlterConfigs v{v}");
+        assert_eq!(
+            resp.responses[0].error_code, 0,
+            "IncrementalAlterConfigs v{v}"
+        );
     }
     for v in advertised(&mut c, ApiKey::DeleteRecords) {
         use sluice_wire::kafka::messages::delete_records_request::{
@@ -280,7 +286,11 @@ fn every_api_answers_at_every_advertised_version() {
         };
         let resp: DeleteRecordsResponse = c.request(ApiKey::DeleteRecords, v, &req(0, 0));
         let p = &resp.topics[0].partitions[0];
-        assert_eq!((p.error_code, p.low_watermark), (0, 0), "DeleteRecords v{v}");
+        assert_eq!(
+            (p.error_code, p.low_watermark),
+            (0, 0),
+            "DeleteRecords v{v}"
+        );
         let resp: DeleteRecordsResponse = c.request(ApiKey::DeleteRecords, v, &req(0, 1_000));
         assert_eq!(
             resp.topics[0].partitions[0].error_code,

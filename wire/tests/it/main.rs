@@ -223,7 +223,10 @@ fn batch_builder_writes_what_it_was_given_for_every_codec() {
         assert_eq!(header.compression(), codec);
         assert_eq!(header.crc, compute_crc(&batch));
         assert_eq!(header.base_timestamp, base);
-        assert_eq!(header.max_timestamp, expected.iter().map(|e| e.1).max().unwrap());
+        assert_eq!(
+            header.max_timestamp,
+            expected.iter().map(|e| e.1).max().unwrap()
+        );
         check_decodes_to(&batch, &expected);
         let mut n = 0;
         for_each_record(&batch, 64 << 20, |r| {

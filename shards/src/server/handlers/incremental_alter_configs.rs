@@ -7,7 +7,9 @@
 use std::rc::Rc;
 
 use sluice_wire::kafka::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
-use sluice_wire::kafka::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
+use sluice_wire::kafka::messages::{
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+};
 
 use super::{alter_topic_configs, RequestContext, Versions};
 use crate::mesh::{AlterMode, ConfigOp, ConfigOpKind, TopicConfigChange};
@@ -58,14 +60,15 @@ pub async fn handle(
         .into_iter()
         .partition(|(_, name, _)| bad_operation.contains(&name.to_string()));
     let mut answers = alter_topic_configs(shard, good, request.validate_only).await;
-    answers.extend(bad.into_iter().map(|(resource_type, resource_name, _)| {
-        super::AlterAnswer {
-            resource_type,
-            resource_name,
-            error_code: sluice_wire::ErrorCode::INVALID_REQUEST,
-            error_message: Some(super::str_bytes("unknown config operation")),
-        }
-    }));
+    answers.extend(
+        bad.into_iter()
+            .map(|(resource_type, resource_name, _)| super::AlterAnswer {
+                resource_type,
+                resource_name,
+                error_code: sluice_wire::ErrorCode::INVALID_REQUEST,
+                error_message: Some(super::str_bytes("unknown config operation")),
+            }),
+    );
     let responses = answers
         .into_iter()
         .map(|a| {

@@ -83,7 +83,10 @@ pub const SUPPORTED: &[(ApiKey, Versions)] = &[
     (ApiKey::OffsetDelete, offset_delete::VERSIONS),
     (ApiKey::DeleteRecords, delete_records::VERSIONS),
     (ApiKey::AlterConfigs, alter_configs::VERSIONS),
-    (ApiKey::IncrementalAlterConfigs, incremental_alter_configs::VERSIONS),
+    (
+        ApiKey::IncrementalAlterConfigs,
+        incremental_alter_configs::VERSIONS,
+    ),
 ];
 
 pub fn versions_of(api: ApiKey) -> Option<Versions> {
