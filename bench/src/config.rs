@@ -162,8 +162,11 @@ pub enum PayloadKind {
 /// Acknowledgements asked of the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Acks {
+    #[serde(rename = "0")]
     None,
+    #[serde(rename = "1")]
     Leader,
+    #[serde(rename = "all")]
     All,
 }
 

@@ -14,6 +14,7 @@ use sluice_shards::BrokerConfig;
 mod admin;
 mod alloc;
 mod bench;
+mod engine_bench;
 
 #[global_allocator]
 static ALLOCATOR: alloc::LazyLargeAlloc = alloc::LazyLargeAlloc;
@@ -39,6 +40,8 @@ enum Command {
     /// Drive a Kafka-compatible broker and report throughput and latency;
     /// without --brokers, against a Sluice broker started on this machine.
     Bench(Box<sluice_bench::BenchArgs>),
+    /// Measure the storage engine alone beside the raw bandwidth of the same disk.
+    BenchEngine(engine_bench::EngineBenchArgs),
     /// Consumer groups: list them, or describe one with its lag.
     Group {
         /// A broker to ask.
@@ -149,6 +152,7 @@ fn main() -> anyhow::Result<()> {
     match &cli.command {
         Command::Broker(args) => run_broker(args),
         Command::Bench(args) => bench::run(args),
+        Command::BenchEngine(args) => engine_bench::run(args),
         Command::Group { bootstrap, command } => {
             let text = match command {
                 GroupCommand::List => admin::group_list(bootstrap)?,
