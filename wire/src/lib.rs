@@ -18,6 +18,7 @@
 pub mod batch;
 pub mod compression;
 pub mod error;
+pub mod fetch;
 pub mod frame;
 pub mod records;
 

@@ -151,7 +151,16 @@ async fn serve_connection(shard: &Rc<Shard>, mut stream: TcpStream) {
         let version = request.api_version.0;
         match handlers::dispatch(shard, request, &peer_host).await {
             Ok(Some(response)) => {
-                if let Err(e) = stream.write_all(&response).await {
+                // Chunks go out one after another: a fetched record set is
+                // written from the bytes the log returned, never copied.
+                let mut failed = None;
+                for chunk in &response.chunks {
+                    if let Err(e) = stream.write_all(chunk).await {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+                if let Some(e) = failed {
                     tracing::debug!(%peer, error = %e, "connection write failed");
                     break;
                 }

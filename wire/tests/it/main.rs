@@ -4,6 +4,7 @@
 //! Randomized tests print their seed; `SEED=n` replays one.
 
 mod compression;
+mod fetch;
 mod retain;
 
 use bytes::Bytes;

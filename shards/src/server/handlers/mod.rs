@@ -34,6 +34,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use sluice_wire::fetch::{encode_fetch_response, ResponseFrame};
 use sluice_wire::frame::{encode_response, RequestFrame};
 use sluice_wire::kafka::messages::{ApiKey, TopicName};
 use sluice_wire::kafka::protocol::{Decodable, StrBytes};
@@ -126,7 +127,7 @@ pub async fn dispatch(
     shard: &Rc<Shard>,
     request: RequestFrame,
     client_host: &str,
-) -> Result<Option<Bytes>, Disconnect> {
+) -> Result<Option<ResponseFrame>, Disconnect> {
     let RequestFrame {
         api_key,
         api_version,
@@ -149,7 +150,9 @@ pub async fn dispatch(
     };
     if version < versions.min || version > versions.max {
         if api_key == ApiKey::ApiVersions {
-            return Ok(Some(api_versions::unsupported_version(ctx.correlation_id)?));
+            return Ok(Some(ResponseFrame::single(
+                api_versions::unsupported_version(ctx.correlation_id)?,
+            )));
         }
         return Err(Disconnect::UnsupportedVersion {
             api: api_key,
@@ -160,12 +163,12 @@ pub async fn dispatch(
         ($module:ident, $request:ty) => {{
             let request: $request = decode(stringify!($request), &mut body, version)?;
             match $module::handle(shard, &ctx, request).await {
-                Some(response) => Some(encode_response(
+                Some(response) => Some(ResponseFrame::single(encode_response(
                     api_key,
                     api_version,
                     ctx.correlation_id,
                     &response,
-                )?),
+                )?)),
                 None => None,
             }
         }};
@@ -173,7 +176,19 @@ pub async fn dispatch(
     use sluice_wire::kafka::messages as m;
     let response = match api_key {
         ApiKey::Produce => serve!(produce, m::ProduceRequest),
-        ApiKey::Fetch => serve!(fetch, m::FetchRequest),
+        // Fetch has its own encoder, which hands the stored record bytes to
+        // the socket instead of copying them into the response.
+        ApiKey::Fetch => {
+            let request: m::FetchRequest = decode("FetchRequest", &mut body, version)?;
+            match fetch::handle(shard, &ctx, request).await {
+                Some(response) => Some(encode_fetch_response(
+                    api_version,
+                    ctx.correlation_id,
+                    &response,
+                )?),
+                None => None,
+            }
+        }
         ApiKey::ListOffsets => serve!(list_offsets, m::ListOffsetsRequest),
         ApiKey::Metadata => serve!(metadata, m::MetadataRequest),
         ApiKey::ApiVersions => serve!(api_versions, m::ApiVersionsRequest),
