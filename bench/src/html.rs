@@ -202,14 +202,13 @@ fn percentile_x(p: f64) -> f64 {
     (1.0 / (1.0 - p)).log10()
 }
 
-fn curve(doc: &Value, key: &str, name: &str) -> Series {
-    let points = doc[key]
+/// A series from an array of objects, each giving one point through `point`.
+fn series(items: &Value, name: &str, point: impl Fn(&Value) -> Option<(f64, f64)>) -> Series {
+    let points = items
         .as_array()
         .map(|a| {
             a.iter()
-                .filter_map(|pt| {
-                    Some((percentile_x(pt["percentile"].as_f64()?), pt["ms"].as_f64()?))
-                })
+                .filter_map(&point)
                 .filter(|(x, y)| x.is_finite() && y.is_finite())
                 .collect()
         })
@@ -221,21 +220,16 @@ fn curve(doc: &Value, key: &str, name: &str) -> Series {
     }
 }
 
+fn curve(doc: &Value, key: &str, name: &str) -> Series {
+    series(&doc[key], name, |pt| {
+        Some((percentile_x(pt["percentile"].as_f64()?), pt["ms"].as_f64()?))
+    })
+}
+
 fn timeline(doc: &Value, key: &str, name: &str) -> Series {
-    let points = doc["timeline"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| Some((s["t_s"].as_f64()?, s[key].as_f64()?)))
-                .filter(|(x, y)| x.is_finite() && y.is_finite())
-                .collect()
-        })
-        .unwrap_or_default();
-    Series {
-        name: name.into(),
-        points,
-        dashed: false,
-    }
+    series(&doc["timeline"], name, |s| {
+        Some((s["t_s"].as_f64()?, s[key].as_f64()?))
+    })
 }
 
 fn table_rows(out: &mut String, rows: &[(&str, String)]) {

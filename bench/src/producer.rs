@@ -154,9 +154,8 @@ pub async fn run(plan: ProducerPlan) -> anyhow::Result<ProducerReport> {
         let now = live.now_ns();
         let out_of_messages = limit.is_some_and(|l| made >= l);
         let out_of_time = end_ns.is_some_and(|e| now >= e);
-        if out_of_messages || out_of_time {
-            break;
-        }
+        // The last pass sends every batch still open, then stops.
+        let finishing = out_of_messages || out_of_time;
         // Make the messages that are due: at max rate until one batch is
         // full; at a fixed rate every message whose slot has come.
         let due = match rate {
@@ -170,6 +169,7 @@ pub async fn run(plan: ProducerPlan) -> anyhow::Result<ProducerReport> {
             Some(l) => due.min(l - made),
             None => due,
         };
+        let due = if finishing { 0 } else { due };
         for _ in 0..due {
             let intended = match rate {
                 None => live.now_ns(),
@@ -218,7 +218,8 @@ pub async fn run(plan: ProducerPlan) -> anyhow::Result<ProducerReport> {
         let now = live.now_ns();
         for (i, p) in pending.iter().enumerate() {
             if let Some(p) = p {
-                if now.saturating_sub(p.first_intended_ns) >= linger_ns && !sealed.contains(&i) {
+                let waited = now.saturating_sub(p.first_intended_ns) >= linger_ns;
+                if (finishing || waited) && !sealed.contains(&i) {
                     sealed.push(i);
                 }
             }
@@ -237,6 +238,9 @@ pub async fn run(plan: ProducerPlan) -> anyhow::Result<ProducerReport> {
             if w.keys == KeyDist::None && rate.is_some() {
                 sticky = (sticky + 1) % partitions.len();
             }
+        }
+        if finishing {
+            break;
         }
         match rate {
             None => glommio::executor().yield_if_needed().await,
@@ -260,24 +264,7 @@ pub async fn run(plan: ProducerPlan) -> anyhow::Result<ProducerReport> {
             }
         }
     }
-    // Send what is left, then wait for every answer.
-    sealed.extend(
-        pending
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.is_some())
-            .map(|(i, _)| i),
-    );
-    send_sealed(
-        &w,
-        &partitions,
-        &mut links,
-        &link_of_partition,
-        &mut pending,
-        &mut sealed,
-        &live,
-    )
-    .await?;
+    // Wait for every answer.
     for link in links {
         let Link {
             writer,

@@ -185,27 +185,9 @@ pub fn run(w: &Workload, brokers: &[String], progress: bool) -> anyhow::Result<O
                             })
                         })
                         .collect();
-                    let mut produced = Vec::new();
                     let mut first_error = None;
-                    for t in producer_tasks {
-                        match t.await {
-                            Ok(r) => produced.push(r),
-                            Err(e) => {
-                                live.abort.store(true, Ordering::SeqCst);
-                                first_error.get_or_insert(e);
-                            }
-                        }
-                    }
-                    let mut consumed = Vec::new();
-                    for t in consumer_tasks {
-                        match t.await {
-                            Ok(r) => consumed.push(r),
-                            Err(e) => {
-                                live.abort.store(true, Ordering::SeqCst);
-                                first_error.get_or_insert(e);
-                            }
-                        }
-                    }
+                    let produced = settle(producer_tasks, &live, &mut first_error).await;
+                    let consumed = settle(consumer_tasks, &live, &mut first_error).await;
                     match first_error {
                         Some(e) => Err(e),
                         None => Ok((produced, consumed)),
@@ -244,6 +226,26 @@ pub fn run(w: &Workload, brokers: &[String], progress: bool) -> anyhow::Result<O
         windows,
         started_at_unix_s,
     ))
+}
+
+/// Awaits every task; a failure raises `abort` so the others stop, and the
+/// first failure is kept.
+async fn settle<T>(
+    tasks: Vec<glommio::Task<anyhow::Result<T>>>,
+    live: &Live,
+    first_error: &mut Option<anyhow::Error>,
+) -> Vec<T> {
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        match t.await {
+            Ok(r) => out.push(r),
+            Err(e) => {
+                live.abort.store(true, Ordering::SeqCst);
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    out
 }
 
 fn setup(

@@ -77,21 +77,25 @@ fn batch_of(bytes: usize) -> Bytes {
     b.finish(Compression::None)
 }
 
+/// A log with default settings and a tail cache too small to serve reads.
+async fn open_log(dir: &Path) -> anyhow::Result<Rc<Log>> {
+    let context = LogContext {
+        clock: Rc::new(SystemClock),
+        cache_budget: Rc::new(TailCacheBudget::new(CACHE_BYTES)),
+    };
+    let log = Log::open(dir.to_path_buf(), LogConfig::default(), context)
+        .await
+        .map_err(|e| anyhow::anyhow!("opening a log in {}: {e}", dir.display()))?;
+    Ok(Rc::new(log))
+}
+
 async fn append_phase(
     dir: &Path,
     batch: &Bytes,
     bytes_total: u64,
     durability: Durability,
 ) -> anyhow::Result<f64> {
-    let context = LogContext {
-        clock: Rc::new(SystemClock),
-        cache_budget: Rc::new(TailCacheBudget::new(CACHE_BYTES)),
-    };
-    let log = Rc::new(
-        Log::open(dir.to_path_buf(), LogConfig::default(), context)
-            .await
-            .map_err(|e| anyhow::anyhow!("opening a log in {}: {e}", dir.display()))?,
-    );
+    let log = open_log(dir).await?;
     let group: Vec<Bytes> = (0..(APPEND_GROUP_BYTES / batch.len()).max(1))
         .map(|_| batch.clone())
         .collect();
@@ -121,15 +125,7 @@ async fn append_phase(
 }
 
 async fn read_phase(dir: &Path) -> anyhow::Result<(u64, f64)> {
-    let context = LogContext {
-        clock: Rc::new(SystemClock),
-        cache_budget: Rc::new(TailCacheBudget::new(CACHE_BYTES)),
-    };
-    let log = Rc::new(
-        Log::open(dir.to_path_buf(), LogConfig::default(), context)
-            .await
-            .map_err(engine)?,
-    );
+    let log = open_log(dir).await?;
     let end = log.log_end_offset().0;
     let started = Instant::now();
     let tasks: Vec<_> = (0..READERS as i64)
