@@ -34,6 +34,8 @@ pub enum Error {
     Records { path: PathBuf, reason: String },
     #[error("log {0} is offline after an I/O failure")]
     Offline(PathBuf),
+    #[error("log {0} is closed")]
+    Closed(PathBuf),
 }
 
 impl Error {

@@ -12,8 +12,9 @@
 //! record codec.
 //!
 //! Invariants:
-//! * the engine never opens a socket, never spawns a task and reads no
-//!   configuration of its own: the caller passes a [`LogConfig`];
+//! * the engine never opens a socket and reads no configuration of its own:
+//!   the caller passes a [`LogConfig`]; the only tasks it spawns are its
+//!   segment writes, each ending with its write, on the caller's task queue;
 //! * offsets are dense and increasing: every stored batch starts where the
 //!   previous one ended;
 //! * a batch is visible to readers (below the high watermark) only once its
@@ -30,8 +31,10 @@ mod device;
 mod error;
 mod index;
 mod log;
+mod pipeline;
 mod recovery;
 mod segment;
+mod signal;
 
 pub use batch::BatchView;
 pub use cache::TailCacheBudget;

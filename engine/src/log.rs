@@ -1,13 +1,17 @@
 //! A partition's log: its segments, its write queue and its watermarks.
 //!
 //! Appends are validated and given offsets at once ([`Log::append`] does both
-//! before its first await), queued, and written by whichever appender holds
-//! the write lock: it writes everything queued so far in one direct-I/O write,
-//! so concurrent appenders share writes (group commit). A batch counts as
-//! written, and moves the high watermark, only when its write has completed.
-//! An append that asks for [`Durability::Synced`] also waits for an
-//! `fdatasync` covering it; concurrent ones share one (the sync lock is
-//! separate from the write lock, so writes go on while a sync runs).
+//! before its first await) and queued. Whichever appender finds the queue
+//! non-empty and the pipeline open stages everything queued (copying it,
+//! offsets stamped, into one buffer) and issues its direct-I/O writes, so
+//! concurrent appenders share writes (group commit). Several writes may be
+//! in flight at once; each runs as a short task of its own, so a cancelled
+//! append never strands one. A batch counts as written, and moves the high
+//! watermark, only when every write up to its end has completed (see
+//! [`Pipeline`] for how writes behind others keep to whole blocks). An
+//! append that asks for [`Durability::Synced`] also waits for an
+//! `fdatasync` covering it; concurrent ones share one, and writes go on
+//! while a sync runs.
 //!
 //! Watermarks, in order: `log_start_offset <= high_watermark <= written_offset
 //! <= log_end_offset`, and `synced_offset <= written_offset`. On a single node
@@ -28,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use glommio::io::{DmaFile, ReadResult};
 use glommio::sync::Semaphore;
 
@@ -36,12 +40,19 @@ use crate::batch::{self, BatchView, HEADER_BYTES};
 use crate::cache::{TailCache, TailCacheBudget};
 use crate::checkpoint;
 use crate::error::{Error, Result};
+use crate::pipeline::Pipeline;
 use crate::recovery;
 use crate::segment::{self, Segment, CLEANED_EXT, INDEX_EXT, LOG_EXT, TIME_INDEX_EXT};
+use crate::signal::Signal;
 use crate::{FilePos, LeaderEpoch, Offset};
 
 /// The most bytes one direct-I/O write carries; larger queues take several.
 pub const WRITE_BYTES_MAX: usize = 8 << 20;
+/// The most writes of one log in flight at once.
+const FLIGHTS_MAX: usize = 8;
+/// Space allocated at a time ahead of the writes of an active segment
+/// (at most `segment.bytes`).
+pub const PREALLOCATE_BYTES: u64 = 32 << 20;
 /// The most bytes one read returns when a single batch is smaller.
 pub const READ_BYTES_MAX: usize = 64 << 20;
 
@@ -202,9 +213,60 @@ struct PendingBatch {
     leader_epoch: LeaderEpoch,
 }
 
+/// A batch copied into a write, not yet counted as written.
+struct StagedBatch {
+    base_offset: Offset,
+    last_offset: Offset,
+    max_timestamp: i64,
+    pos: u64,
+    len: u64,
+}
+
+/// The stamped bytes of the batches of one staging, for the tail cache once
+/// they are all written.
+struct StagedChunk {
+    bytes: Bytes,
+    batches: Vec<(Offset, u32)>,
+    end: Offset,
+    end_pos: u64,
+}
+
+/// A direct-I/O write submitted and not yet retired.
+/// The active segment's writes: the [`Pipeline`] that plans them, the
+/// batches they carry, and the file space ahead of them.
+struct Writes {
+    pipeline: Pipeline,
+    /// Staged batches not yet written, in file order.
+    staged: VecDeque<StagedBatch>,
+    /// Their stamped bytes, for the tail cache once written.
+    chunks: VecDeque<StagedChunk>,
+    /// The active segment file's size: space allocated ahead of the
+    /// writes, which then neither extend the file nor allocate blocks, so
+    /// they need not wait in the kernel for one another.
+    allocated_end: u64,
+    /// An allocation is under way; writes go on below `allocated_end`.
+    allocating: bool,
+    /// A roll is under way: nothing is issued until it ends.
+    rolling: bool,
+}
+
+impl Writes {
+    fn new(pipeline: Pipeline, allocated_end: u64) -> Writes {
+        Writes {
+            pipeline,
+            staged: VecDeque::new(),
+            chunks: VecDeque::new(),
+            allocated_end,
+            allocating: false,
+            rolling: false,
+        }
+    }
+}
+
 pub(crate) struct State {
     pub(crate) segments: BTreeMap<Offset, Segment>,
     pending: VecDeque<PendingBatch>,
+    writes: Writes,
     pub(crate) log_start_offset: Offset,
     high_watermark: Offset,
     pub(crate) written_offset: Offset,
@@ -213,6 +275,7 @@ pub(crate) struct State {
     /// When the oldest unsynced write completed.
     unsynced_since_ms: Option<i64>,
     pub(crate) offline: bool,
+    closed: bool,
     pub(crate) cache: TailCache,
 }
 
@@ -235,8 +298,10 @@ impl State {
 pub struct Log {
     pub(crate) dir: PathBuf,
     config: Cell<LogConfig>,
-    pub(crate) state: RefCell<State>,
-    write_lock: Semaphore,
+    /// Shared with the tasks that complete this log's writes.
+    pub(crate) state: Rc<RefCell<State>>,
+    /// Notified when a write completes, a roll ends or the log goes offline.
+    written: Rc<Signal>,
     sync_lock: Semaphore,
     /// Held by retention, DeleteRecords and compaction: one at a time
     /// changes the closed segments.
@@ -245,21 +310,33 @@ pub struct Log {
     open_report: OpenReport,
 }
 
-enum WritePlan {
-    Idle,
+/// What an appender waiting for its batches to be written does next.
+enum Step {
+    /// Issued a write; look again.
+    Issued,
+    /// Close the active segment and start one at this offset.
     Roll(Offset),
-    Write(WriteJob),
+    /// Grow the active segment file to this size before writing on.
+    Allocate(u64),
+    /// Wait for a write to complete or a roll to end.
+    Wait,
 }
 
-/// The first `batch_count` queued batches (`bytes` long), to be written at
-/// `pos` of the active segment together with its partial last block.
-struct WriteJob {
-    batch_count: usize,
-    bytes: usize,
-    file: Rc<DmaFile>,
-    pos: u64,
-    tail_len: usize,
-    block: u64,
+/// Ends a roll (`true`) or an allocation (`false`) however it ends,
+/// cancelled or not.
+struct PipelineGuard<'a>(&'a Log, bool);
+
+impl Drop for PipelineGuard<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.state.borrow_mut();
+        if self.1 {
+            st.writes.rolling = false;
+        } else {
+            st.writes.allocating = false;
+        }
+        drop(st);
+        self.0.written.notify_all();
+    }
 }
 
 /// The active segment's extent as the clean-shutdown marker records it:
@@ -357,7 +434,9 @@ impl Log {
                 }
                 None => {
                     let mut seg = Segment::open(&dir, base).await?;
-                    let outcome = recovery::recover_segment(&mut seg, next, &config).await?;
+                    let outcome =
+                        recovery::recover_segment(&mut seg, next, &config, base == last_base)
+                            .await?;
                     report.segments_scanned += 1;
                     if outcome.truncated_bytes > 0 {
                         tracing::warn!(
@@ -394,9 +473,22 @@ impl Log {
             .expect("one segment")
             .next_offset;
         let log_start_offset = persisted_start.map_or(first_base, |s| s.max(first_base).min(end));
+        let (active_size, active_file, active_block, active_tail) = {
+            let active = segments.values_mut().next_back().expect("one segment");
+            let tail = std::mem::take(&mut active.tail);
+            (active.size, active.file.clone(), active.block_bytes(), tail)
+        };
+        let allocated_end = active_file
+            .file_size()
+            .await
+            .map_err(|e| Error::glommio("stat segment", &dir, e))?;
         let state = State {
             segments,
             pending: VecDeque::new(),
+            writes: Writes::new(
+                Pipeline::new(active_block, active_size, active_tail),
+                allocated_end,
+            ),
             log_start_offset,
             high_watermark: end,
             written_offset: end,
@@ -404,6 +496,7 @@ impl Log {
             log_end_offset: end,
             unsynced_since_ms: None,
             offline: false,
+            closed: false,
             cache: TailCache::default(),
         };
         assert!(
@@ -414,8 +507,8 @@ impl Log {
         Ok(Log {
             dir,
             config: Cell::new(config),
-            state: RefCell::new(state),
-            write_lock: Semaphore::new(1),
+            state: Rc::new(RefCell::new(state)),
+            written: Rc::new(Signal::default()),
             sync_lock: Semaphore::new(1),
             maintenance_lock: Semaphore::new(1),
             context,
@@ -579,6 +672,9 @@ impl Log {
         if st.offline {
             return Err(Error::Offline(self.dir.clone()));
         }
+        if st.closed {
+            return Err(Error::Closed(self.dir.clone()));
+        }
         let base_offset = st.log_end_offset;
         for (bytes, view) in batches.iter().zip(&views) {
             let base = st.log_end_offset;
@@ -596,169 +692,211 @@ impl Log {
         Ok((base_offset, last_offset))
     }
 
-    /// Writes queued batches until every offset below `end` is written.
+    /// Waits until every offset below `end` is written, issuing writes and
+    /// rolls as they become possible.
     async fn write_until(&self, end: Offset) -> Result<()> {
-        let _permit = self
-            .write_lock
-            .acquire_permit(1)
-            .await
-            .map_err(|e| Error::glommio("acquire write lock", &self.dir, e))?;
-        // Each pass writes or rolls at least one queued batch, and nothing is
-        // queued below `end` after this call started: the queue bounds the loop.
+        // Each pass issues a write of queued bytes, rolls, allocates, or
+        // waits for a write issued earlier to complete; the offsets below
+        // `end` were all queued before this call, so finitely many passes
+        // reach them.
         loop {
+            let seen = self.written.generation();
             {
                 let st = self.state.borrow();
+                if st.offline {
+                    return Err(Error::Offline(self.dir.clone()));
+                }
                 if st.written_offset >= end {
                     return Ok(());
                 }
             }
-            match self.plan_write()? {
-                WritePlan::Idle => {
-                    // The batches were queued and not written: only a failed write does that.
-                    return Err(Error::Offline(self.dir.clone()));
+            match self.step()? {
+                Step::Issued => {}
+                Step::Roll(base) => {
+                    self.state.borrow_mut().writes.rolling = true;
+                    let _guard = PipelineGuard(self, true);
+                    self.roll(base).await?;
                 }
-                WritePlan::Roll(base) => self.roll(base).await?,
-                WritePlan::Write(job) => self.write_batches(job).await?,
+                Step::Allocate(size) => {
+                    self.state.borrow_mut().writes.allocating = true;
+                    let _guard = PipelineGuard(self, false);
+                    self.allocate(size).await?;
+                }
+                Step::Wait => self.written.changed(seen).await,
             }
         }
     }
 
-    fn plan_write(&self) -> Result<WritePlan> {
-        let st = self.state.borrow();
+    fn step(&self) -> Result<Step> {
+        let mut st = self.state.borrow_mut();
         if st.offline {
             return Err(Error::Offline(self.dir.clone()));
         }
-        let Some(first) = st.pending.front() else {
-            return Ok(WritePlan::Idle);
+        if st.writes.rolling || st.writes.pipeline.in_flight() >= FLIGHTS_MAX {
+            return Ok(Step::Wait);
+        }
+        let (file, block) = {
+            let seg = st.active();
+            (seg.file.clone(), seg.block_bytes())
         };
-        let seg = st.active();
+        if let Some(w) = st.writes.pipeline.issue_stale() {
+            self.launch(&file, block, w);
+            return Ok(Step::Issued);
+        }
+        let idle = st.writes.pipeline.idle();
+        let staged_end = st.writes.pipeline.staged_end();
         let config = self.config();
         let segment_bytes = config.segment_bytes;
-        if seg.size > 0 && seg.size + first.bytes.len() as u64 > segment_bytes {
-            return Ok(WritePlan::Roll(first.base_offset));
-        }
-        let aged = match (config.segment_age_max, seg.first_append_ms) {
-            (Some(age), Some(first_ms)) => {
-                self.context.clock.now_ms() - first_ms >= age.as_millis() as i64
+        if let Some(first) = st.pending.front() {
+            let full = staged_end + first.bytes.len() as u64 > segment_bytes;
+            let aged = match (config.segment_age_max, st.active().first_append_ms) {
+                (Some(age), Some(first_ms)) => {
+                    self.context.clock.now_ms() - first_ms >= age.as_millis() as i64
+                }
+                _ => false,
+            };
+            if staged_end > 0 && (full || aged) {
+                // The segment is done: finish its writes, then roll.
+                if !idle || st.writes.allocating {
+                    return Ok(Step::Wait);
+                }
+                if st.writes.pipeline.unissued() {
+                    let issued = self.issue(&mut st, &file, block, 0, 0, false);
+                    assert!(issued, "a staged remainder is issued when idle");
+                    return Ok(Step::Issued);
+                }
+                assert!(st.writes.staged.is_empty(), "drained means all written");
+                return Ok(Step::Roll(first.base_offset));
             }
-            _ => false,
-        };
-        if seg.size > 0 && aged {
-            return Ok(WritePlan::Roll(first.base_offset));
         }
-        let mut batch_count = 0;
+        let mut count = 0;
         let mut bytes = 0usize;
         for b in &st.pending {
             let len = b.bytes.len();
-            let fits_segment = seg.size + (bytes + len) as u64 <= segment_bytes;
+            let fits_segment = staged_end + (bytes + len) as u64 <= segment_bytes;
             let fits_write = bytes + len <= WRITE_BYTES_MAX;
-            if batch_count > 0 && !(fits_segment && fits_write) {
+            if count > 0 && !(fits_segment && fits_write) {
                 break;
             }
-            batch_count += 1;
+            count += 1;
             bytes += len;
         }
-        Ok(WritePlan::Write(WriteJob {
-            batch_count,
-            bytes,
-            file: seg.file.clone(),
-            pos: seg.size,
-            tail_len: seg.tail.len(),
-            block: seg.block_bytes(),
-        }))
+        // Behind other writes only whole blocks go: whatever follows soon
+        // fills the last one. With nothing in flight the partial block goes
+        // now.
+        let whole_only = !idle;
+        if !st.writes.pipeline.can_issue(bytes, whole_only) {
+            return Ok(Step::Wait);
+        }
+        // Space is allocated ahead, half a step before it is needed, while
+        // writes go on below the allocated end.
+        let reach = (staged_end + bytes as u64).div_ceil(block) * block;
+        let allocated_end = st.writes.allocated_end;
+        let alloc_step = PREALLOCATE_BYTES.min(segment_bytes.div_ceil(block) * block);
+        let allocate = (!st.writes.allocating && reach + alloc_step / 2 > allocated_end)
+            .then(|| reach.max(allocated_end + alloc_step));
+        if reach > allocated_end {
+            return Ok(allocate.map_or(Step::Wait, Step::Allocate));
+        }
+        let issued = self.issue(&mut st, &file, block, count, bytes, whole_only);
+        assert!(issued, "what can be issued is");
+        Ok(allocate.map_or(Step::Issued, Step::Allocate))
     }
 
-    async fn write_batches(&self, job: WriteJob) -> Result<()> {
-        let WriteJob {
-            batch_count,
-            bytes,
-            file,
-            pos,
-            tail_len,
-            block,
-        } = job;
-        let aligned_pos = pos - tail_len as u64;
-        assert_eq!(aligned_pos % block, 0, "a write starts on a block boundary");
-        let used = tail_len + bytes;
-        let buf_len = used.div_ceil(block as usize) * block as usize;
-        let mut buf = file.alloc_dma_buffer(buf_len);
-        {
-            let dst = buf.as_bytes_mut();
-            // The write lock is held: the tail and the queue are as planned.
-            let st = self.state.borrow();
-            let tail = &st.active().tail;
-            assert_eq!(
-                tail.len(),
-                tail_len,
-                "the tail did not change since planning"
-            );
-            dst[..tail_len].copy_from_slice(tail);
-            let mut at = tail_len;
-            for b in st.pending.iter().take(batch_count) {
-                let end = at + b.bytes.len();
-                dst[at..end].copy_from_slice(&b.bytes);
-                batch::stamp(&mut dst[at..end], b.base_offset.0, b.leader_epoch.0);
-                at = end;
-            }
-            assert_eq!(at, used, "planned bytes were copied");
-            dst[used..].fill(0);
-        }
-        let buf = Rc::new(buf);
-        let written = match file.write_rc_at(buf.clone(), aligned_pos).await {
-            Ok(n) => n,
-            Err(e) => {
-                self.state.borrow_mut().offline = true;
-                return Err(Error::glommio("write segment", &self.dir, e));
-            }
-        };
-        if written < buf_len {
+    /// Grows the active segment file to `size` bytes of allocated space.
+    async fn allocate(&self, size: u64) -> Result<()> {
+        let file = self.state.borrow().active().file.clone();
+        if let Err(e) = file.pre_allocate(size, false).await {
             self.state.borrow_mut().offline = true;
-            return Err(Error::io(
-                "write segment",
-                &self.dir,
-                std::io::Error::new(
-                    std::io::ErrorKind::WriteZero,
-                    format!("{written} of {buf_len} bytes"),
-                ),
-            ));
+            return Err(Error::glommio("allocate segment space", &self.dir, e));
         }
-        let now_ms = self.context.clock.now_ms();
         let mut st = self.state.borrow_mut();
-        let interval = self.config().index_interval_bytes;
-        let mut at = pos;
-        let mut done = Vec::with_capacity(batch_count);
-        for _ in 0..batch_count {
-            done.push(st.pending.pop_front().expect("planned batches are queued"));
-        }
-        let seg = st.active_mut();
-        assert_eq!(seg.size, pos, "nothing else wrote this segment");
-        seg.first_append_ms.get_or_insert(now_ms);
-        let mut cached_batches = Vec::with_capacity(batch_count);
-        for b in &done {
-            let len = b.bytes.len() as u64;
-            cached_batches.push((b.base_offset, (at - pos) as u32));
-            seg.index_batch(interval, b.base_offset, FilePos(at), len, b.max_timestamp);
-            seg.next_offset = Offset(b.last_offset.0 + 1);
-            at += len;
-        }
-        let new_written = seg.next_offset;
-        let tail_start = (used / block as usize) * block as usize;
-        seg.tail.clear();
-        seg.tail
-            .extend_from_slice(&buf.as_bytes()[tail_start..used]);
-        let cached = Bytes::copy_from_slice(&buf.as_bytes()[tail_len..used]);
-        st.cache.insert(
-            &self.context.cache_budget,
-            cached,
-            cached_batches,
-            new_written,
-        );
-        if st.synced_offset == st.written_offset {
-            st.unsynced_since_ms = Some(now_ms);
-        }
-        st.written_offset = new_written;
-        st.high_watermark = new_written;
+        st.writes.allocated_end = st.writes.allocated_end.max(size);
         Ok(())
+    }
+
+    /// Stages the first `count` queued batches (`bytes` long), stamped,
+    /// behind the pipeline's tail, and starts the writes it plans for them.
+    fn issue(
+        &self,
+        st: &mut State,
+        file: &Rc<DmaFile>,
+        block: u64,
+        count: usize,
+        bytes: usize,
+        whole_only: bool,
+    ) -> bool {
+        if !st.writes.pipeline.can_issue(bytes, whole_only) {
+            return false;
+        }
+        let tail_len = st.writes.pipeline.tail().len();
+        let aligned = st.writes.pipeline.staged_end() - tail_len as u64;
+        let used = tail_len + bytes;
+        let mut cat = BytesMut::with_capacity(used);
+        cat.extend_from_slice(st.writes.pipeline.tail());
+        let mut chunk_batches = Vec::with_capacity(count);
+        for _ in 0..count {
+            let b = st.pending.pop_front().expect("counted batches are queued");
+            let at = cat.len();
+            cat.extend_from_slice(&b.bytes);
+            batch::stamp(&mut cat[at..], b.base_offset.0, b.leader_epoch.0);
+            chunk_batches.push((b.base_offset, (at - tail_len) as u32));
+            st.writes.staged.push_back(StagedBatch {
+                base_offset: b.base_offset,
+                last_offset: b.last_offset,
+                max_timestamp: b.max_timestamp,
+                pos: aligned + at as u64,
+                len: b.bytes.len() as u64,
+            });
+        }
+        assert_eq!(cat.len(), used, "counted bytes were staged");
+        let cat = cat.freeze();
+        if let Some(last) = st.writes.staged.back().filter(|_| count > 0) {
+            let chunk = StagedChunk {
+                bytes: cat.slice(tail_len..),
+                batches: chunk_batches,
+                end: Offset(last.last_offset.0 + 1),
+                end_pos: aligned + used as u64,
+            };
+            st.writes.chunks.push_back(chunk);
+        }
+        for w in st.writes.pipeline.issue(cat, whole_only) {
+            self.launch(file, block, w);
+        }
+        true
+    }
+
+    /// Starts a planned write, padded with zeros to whole blocks, as a task
+    /// of its own so that no cancelled append can strand it; it completes
+    /// through [`complete_write`].
+    fn launch(&self, file: &Rc<DmaFile>, block: u64, w: crate::pipeline::Write) {
+        let len = w.bytes.len().div_ceil(block as usize) * block as usize;
+        let mut buf = file.alloc_dma_buffer(len);
+        buf.as_bytes_mut()[..w.bytes.len()].copy_from_slice(&w.bytes);
+        buf.as_bytes_mut()[w.bytes.len()..].fill(0);
+        let file = file.clone();
+        let state = self.state.clone();
+        let written = self.written.clone();
+        let context = self.context.clone();
+        let interval = self.config().index_interval_bytes;
+        let dir = self.dir.clone();
+        let (id, pos) = (w.id, w.pos);
+        glommio::spawn_local(async move {
+            let ok = match file.write_at(buf, pos).await {
+                Ok(n) if n >= len => true,
+                Ok(n) => {
+                    tracing::error!(dir = %dir.display(), pos, "short segment write: {n} of {len} bytes");
+                    false
+                }
+                Err(e) => {
+                    tracing::error!(dir = %dir.display(), pos, error = %e, "segment write failed");
+                    false
+                }
+            };
+            complete_write(&mut state.borrow_mut(), id, ok, interval, &context);
+            written.notify_all();
+        })
+        .detach();
     }
 
     /// Syncs until every offset below `end` is on stable storage. Callers
@@ -845,7 +983,6 @@ impl Log {
                 let mut st = self.state.borrow_mut();
                 let old = st.active_mut();
                 old.seal_time_index();
-                old.tail = Vec::new();
                 (old.sibling(INDEX_EXT), old.sibling(TIME_INDEX_EXT))
             };
             let (index_bytes, time_bytes) = {
@@ -869,6 +1006,12 @@ impl Log {
         tracing::debug!(path = %seg.path.display(), "rolled segment");
         let mut st = self.state.borrow_mut();
         st.segments.insert(base, seg);
+        assert!(
+            st.writes.pipeline.drained() && st.writes.staged.is_empty(),
+            "a segment closes with all its writes done"
+        );
+        let block = st.active().block_bytes();
+        st.writes = Writes::new(Pipeline::new(block, 0, Vec::new()), 0);
         // Everything before the new segment was synced with the old one.
         st.synced_offset = st.synced_offset.max(base);
         if st.synced_offset == st.written_offset {
@@ -1215,14 +1358,35 @@ impl Log {
     /// Waits for queued writes, syncs, writes the active segment's indexes
     /// and the clean-shutdown marker, and closes every segment file.
     pub async fn close(&self) -> Result<()> {
-        let _permit = self
-            .write_lock
-            .acquire_permit(1)
-            .await
-            .map_err(|e| Error::glommio("acquire write lock", &self.dir, e))?;
+        let end = {
+            let mut st = self.state.borrow_mut();
+            st.closed = true;
+            st.log_end_offset
+        };
+        match self.write_until(end).await {
+            Ok(()) | Err(Error::Offline(_)) => {}
+            Err(e) => return Err(e),
+        }
         let _maintenance = self.maintenance_permit().await?;
         let offline = self.state.borrow().offline;
         if !offline {
+            // Give back the space allocated ahead: the marker vouches for a
+            // file that ends with the block holding the last batch.
+            let (file, kept) = {
+                let st = self.state.borrow();
+                let active = st.active();
+                let block = active.block_bytes();
+                (active.file.clone(), active.size.div_ceil(block) * block)
+            };
+            if self.state.borrow().writes.allocated_end > kept {
+                file.truncate(kept)
+                    .await
+                    .map_err(|e| Error::glommio("truncate active segment", &self.dir, e))?;
+                self.state.borrow_mut().writes.allocated_end = kept;
+                file.fdatasync()
+                    .await
+                    .map_err(|e| Error::glommio("sync active segment", &self.dir, e))?;
+            }
             self.sync().await?;
             let (index, time, index_bytes, time_bytes, marker) = {
                 let st = self.state.borrow();
@@ -1267,7 +1431,6 @@ impl Log {
                 .await
                 .map_err(|e| Error::glommio("close segment", &path, e))?;
         }
-        self.write_lock.close();
         self.maintenance_lock.close();
         Ok(())
     }
@@ -1277,4 +1440,56 @@ impl Drop for Log {
     fn drop(&mut self) {
         self.context.cache_budget.unregister();
     }
+}
+
+/// Records the completion of write `id`, and counts as written (indexed,
+/// cached, below the high watermark) each batch now wholly on disk. A
+/// failed write takes the log offline: what follows it on disk is unknown.
+fn complete_write(st: &mut State, id: u64, ok: bool, interval: u64, context: &LogContext) {
+    if !ok {
+        st.offline = true;
+        return;
+    }
+    let on_disk = st.writes.pipeline.complete(id);
+    let now_ms = context.clock.now_ms();
+    let mut batches = Vec::new();
+    while st
+        .writes
+        .staged
+        .front()
+        .is_some_and(|b| b.pos + b.len <= on_disk)
+    {
+        batches.push(st.writes.staged.pop_front().expect("checked"));
+    }
+    let Some(last) = batches.last() else {
+        return;
+    };
+    let new_written = Offset(last.last_offset.0 + 1);
+    let seg = st.active_mut();
+    seg.first_append_ms.get_or_insert(now_ms);
+    for b in &batches {
+        seg.index_batch(
+            interval,
+            b.base_offset,
+            FilePos(b.pos),
+            b.len,
+            b.max_timestamp,
+        );
+        seg.next_offset = Offset(b.last_offset.0 + 1);
+    }
+    while st
+        .writes
+        .chunks
+        .front()
+        .is_some_and(|c| c.end_pos <= on_disk)
+    {
+        let c = st.writes.chunks.pop_front().expect("checked");
+        st.cache
+            .insert(&context.cache_budget, c.bytes, c.batches, c.end);
+    }
+    if st.synced_offset == st.written_offset {
+        st.unsynced_since_ms = Some(now_ms);
+    }
+    st.written_offset = new_written;
+    st.high_watermark = new_written;
 }

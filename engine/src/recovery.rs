@@ -3,7 +3,8 @@
 //! Every batch is checked (framing, CRC32C, offsets not going backwards); the
 //! first one that fails ends the segment, and the file is truncated there, so
 //! a torn write left by a crash or a power loss is cut off before new appends
-//! land behind it. The in-memory indexes are rebuilt on the way.
+//! land behind it (and with it any space allocated ahead of the writes).
+//! The in-memory indexes are rebuilt on the way.
 
 use crate::batch::BatchView;
 use crate::error::{Error, Result};
@@ -19,11 +20,13 @@ pub(crate) struct RecoveryOutcome {
 }
 
 /// Scans `seg` from its start; `expected` is the offset the segment must not
-/// start below (the end of the previous segment).
+/// start below (the end of the previous segment). `active` says the segment
+/// was the one being written, whose file may hold space allocated ahead.
 pub(crate) async fn recover_segment(
     seg: &mut Segment,
     expected: Offset,
     config: &LogConfig,
+    active: bool,
 ) -> Result<RecoveryOutcome> {
     let file_size = seg
         .file
@@ -94,11 +97,21 @@ pub(crate) async fn recover_segment(
     let mut truncated_bytes = file_size - pos;
     if truncated_bytes > 0 {
         // Zeros up to the end of the last block are the padding of a direct-I/O
-        // write, not damage.
-        if truncated_bytes < block && file_size % block == 0 {
+        // write, not damage. In the active segment, zeros from the last batch
+        // on are also the space allocated ahead of the writes; only the next
+        // two blocks are looked at, so bytes of writes that completed after
+        // an unfinished one (never acknowledged) may go unreported.
+        let look_end = if active {
+            ((pos / block + 2) * block).min(file_size)
+        } else if truncated_bytes < block && file_size % block == 0 {
+            file_size
+        } else {
+            pos
+        };
+        if look_end > pos {
             let rest = seg
                 .file
-                .read_at(pos, truncated_bytes as usize)
+                .read_at(pos, (look_end - pos) as usize)
                 .await
                 .map_err(|e| Error::glommio("read segment", &seg.path, e))?;
             if rest.iter().all(|&b| b == 0) {

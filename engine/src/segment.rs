@@ -2,8 +2,9 @@
 //!
 //! The file is written with direct I/O in whole blocks. Its logical size is
 //! `size`: bytes past it (up to the next block boundary, or beyond after a
-//! crash) are not part of the log. The partially filled last block is kept in
-//! `tail` so that the next append can rewrite it together with the new bytes.
+//! crash) are not part of the log. At startup the bytes past the last block
+//! boundary are read into `tail`, for the active segment's write pipeline,
+//! whose next write carries that block again, filled further.
 //!
 //! A closed segment's file is cut to exactly its batches and made durable
 //! before its index files are written, so a valid pair of index files next to
@@ -18,6 +19,9 @@ use crate::checkpoint;
 use crate::error::{Error, Result};
 use crate::index::{OffsetIndex, TimeIndex};
 use crate::{FilePos, Offset};
+
+/// The smallest unit of segment writes.
+const WRITE_BLOCK_MIN: u64 = 4096;
 
 /// The extension of a segment's data file.
 pub(crate) const LOG_EXT: &str = "log";
@@ -59,7 +63,8 @@ pub(crate) struct Segment {
     pub(crate) time_index: TimeIndex,
     /// Bytes appended since the last index entry.
     pub(crate) bytes_since_index: u64,
-    /// The bytes of the partially filled last block, `size % block` long.
+    /// The bytes past the last block boundary as loaded at startup
+    /// (`size % block` long); the log's write pipeline takes them over.
     pub(crate) tail: Vec<u8>,
     /// When the segment took its first batch (clock milliseconds), for `segment.ms`.
     pub(crate) first_append_ms: Option<i64>,
@@ -126,8 +131,13 @@ impl Segment {
         Ok(Some(seg))
     }
 
+    /// The unit of writes: the device's direct-I/O alignment, but never
+    /// under 4 KiB, the page and file system block size. A write of part of
+    /// a file system block makes the file system serialize it against every
+    /// other write of the file and wait for it, and makes a device with
+    /// 4 KiB sectors read before it writes.
     pub(crate) fn block_bytes(&self) -> u64 {
-        self.file.alignment()
+        self.file.alignment().max(WRITE_BLOCK_MIN)
     }
 
     pub(crate) fn sibling(&self, ext: &str) -> PathBuf {

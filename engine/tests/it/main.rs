@@ -468,4 +468,5 @@ fn captured_client_batches_parse_and_check() {
     }
 }
 
+mod pipeline;
 mod upkeep;

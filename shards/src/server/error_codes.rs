@@ -14,6 +14,9 @@ pub fn engine(e: &sluice_engine::Error) -> ErrorCode {
         E::CorruptBatch(_) | E::Records { .. } => ErrorCode::CORRUPT_MESSAGE,
         E::BatchTooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
         E::OffsetOutOfRange { .. } => ErrorCode::OFFSET_OUT_OF_RANGE,
+        // The partition is being deleted or the broker is stopping: the
+        // client looks up the leader again.
+        E::Closed(_) => ErrorCode::NOT_LEADER_OR_FOLLOWER,
     }
 }
 

@@ -1,0 +1,209 @@
+//! Many appenders at once keep several writes of one log in flight: every
+//! batch lands once, in offset order, readable while writes go on, across
+//! segment rolls, after a clean close and after an unclean stop.
+
+use std::cell::{Cell, RefCell};
+use std::path::Path;
+use std::rc::Rc;
+use std::time::Duration;
+
+use sluice_engine::{Durability, LeaderEpoch, Log, LogConfig, LogContext, Offset, TailCacheBudget};
+
+use crate::{batch, batches_of, run, seed, Rng};
+
+const TASKS: u64 = 16;
+const GROUPS: u64 = 30;
+
+fn config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 256 << 10,
+        index_interval_bytes: 4096,
+        message_bytes_max: 1 << 20,
+        ..LogConfig::default()
+    }
+}
+
+/// A tail cache too small for most writes, so reads also reach the disk.
+async fn open_small_cache(dir: &Path) -> Log {
+    sluice_engine::prime_direct_io(dir, ".probe")
+        .await
+        .expect("direct I/O works here");
+    let context = LogContext {
+        cache_budget: Rc::new(TailCacheBudget::new(24 << 10)),
+        ..LogContext::default()
+    };
+    Log::open(dir.to_path_buf(), config(), context)
+        .await
+        .expect("open log")
+}
+
+/// Every batch from offset 0 up to the high watermark, in large reads.
+async fn read_all(log: &Log) -> Vec<(i64, i32, u8)> {
+    let hw = log.high_watermark().0;
+    let mut at = 0;
+    let mut seen = Vec::new();
+    while at < hw {
+        let got = batches_of(&log.read(Offset(at), 200_000).await.unwrap().bytes);
+        let last = *got
+            .last()
+            .expect("a read below the high watermark returns a batch");
+        assert!(got[0].0 <= at, "the first batch holds the offset asked for");
+        at = last.0 + last.1 as i64;
+        seen.extend(got);
+    }
+    seen
+}
+
+/// Appends from `TASKS` concurrent tasks, each `GROUPS` groups of 1-5
+/// batches of random sizes, some synced; returns every batch as stored.
+async fn append_concurrently(log: &Rc<Log>, seed: u64, round: u8) -> Vec<(i64, i32, u8)> {
+    let stored = Rc::new(RefCell::new(Vec::new()));
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let log = log.clone();
+            let stored = stored.clone();
+            glommio::spawn_local(async move {
+                let mut rng = Rng(seed ^ (t + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                let mut last_end = -1;
+                for g in 0..GROUPS {
+                    let fill = ((t * GROUPS + g) % 200) as u8 + round;
+                    let group: Vec<_> = (0..1 + rng.below(5))
+                        .map(|_| {
+                            let count = 1 + rng.below(3) as usize;
+                            batch(count, 1 + rng.below(9000) as usize, g as i64, fill)
+                        })
+                        .collect();
+                    let durability = if rng.below(4) == 0 {
+                        Durability::Synced
+                    } else {
+                        Durability::Written
+                    };
+                    // Staggered arrivals find writes of others in flight.
+                    if rng.below(2) == 0 {
+                        glommio::timer::sleep(Duration::from_micros(rng.below(300))).await;
+                    }
+                    let out = log
+                        .append(&group, LeaderEpoch(3), durability)
+                        .await
+                        .unwrap();
+                    assert!(
+                        out.base_offset.0 > last_end,
+                        "a task's appends keep their order"
+                    );
+                    assert!(
+                        log.high_watermark() > out.last_offset,
+                        "an append returns once written"
+                    );
+                    if durability == Durability::Synced {
+                        assert!(
+                            log.synced_offset() > out.last_offset,
+                            "a synced append is synced"
+                        );
+                    }
+                    last_end = out.last_offset.0;
+                    let mut at = out.base_offset.0;
+                    for b in &group {
+                        let v = sluice_engine::BatchView::parse(b).unwrap().unwrap();
+                        stored.borrow_mut().push((at, v.record_count, fill));
+                        at += v.record_count as i64;
+                    }
+                    assert_eq!(at, out.last_offset.0 + 1, "the group's offsets are dense");
+                }
+            })
+        })
+        .collect();
+    // A reader follows the writers: it never sees a batch that is not
+    // wholly written, and what it sees stays.
+    let appending = Rc::new(Cell::new(true));
+    let reader = {
+        let log = log.clone();
+        let appending = appending.clone();
+        glommio::spawn_local(async move {
+            let mut seen = Vec::new();
+            let mut at = log.high_watermark().0;
+            for _ in 0..1_000_000 {
+                let hw = log.high_watermark().0;
+                if at < hw {
+                    let got = batches_of(&log.read(Offset(at), 64 << 10).await.unwrap().bytes);
+                    let last = *got.last().unwrap();
+                    at = last.0 + last.1 as i64;
+                    seen.extend(got);
+                } else if !appending.get() {
+                    return seen;
+                } else {
+                    glommio::timer::sleep(Duration::from_micros(200)).await;
+                }
+            }
+            panic!("the reader did not catch up");
+        })
+    };
+    for t in tasks {
+        t.await;
+    }
+    appending.set(false);
+    let followed = reader.await;
+    let mut stored = Rc::try_unwrap(stored).unwrap().into_inner();
+    stored.sort();
+    let first = stored[0].0;
+    let mut next = first;
+    for (base, count, _) in &stored {
+        assert_eq!(*base, next, "offsets are dense across tasks");
+        next += *count as i64;
+    }
+    assert_eq!(
+        followed, stored,
+        "a reader following the writers saw every batch once, in order"
+    );
+    stored
+}
+
+#[test]
+fn pipelined_appends_land_once_in_order_and_survive_reopening() {
+    let seed = seed();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("p-0");
+    run(move || {
+        Box::pin(async move {
+            let log = Rc::new(open_small_cache(&dir).await);
+            let mut expected = append_concurrently(&log, seed, 0).await;
+            assert!(log.segment_count() > 4, "appends rolled segments");
+            assert_eq!(read_all(&log).await, expected, "read back before closing");
+            log.close().await.unwrap();
+            drop(log);
+
+            let log = Rc::new(open_small_cache(&dir).await);
+            assert!(
+                log.open_report().clean_shutdown,
+                "a closed log restarts clean"
+            );
+            assert_eq!(
+                read_all(&log).await,
+                expected,
+                "read back after a clean restart"
+            );
+            expected.extend(append_concurrently(&log, seed.wrapping_add(1), 50).await);
+            // No close: the next open scans the active segment.
+            drop(log);
+
+            let log = Rc::new(open_small_cache(&dir).await);
+            let report = log.open_report();
+            assert!(!report.clean_shutdown);
+            assert_eq!(
+                report.truncated_bytes, 0,
+                "every returned append was whole on disk"
+            );
+            assert_eq!(
+                read_all(&log).await,
+                expected,
+                "read back after an unclean stop"
+            );
+            let end = log.high_watermark();
+            let out = log
+                .append(&[batch(1, 10, 0, 7)], LeaderEpoch(3), Durability::Written)
+                .await
+                .unwrap();
+            assert_eq!(out.base_offset, end, "appends go on at the end");
+            log.close().await.unwrap();
+        })
+    });
+}
