@@ -339,6 +339,17 @@ impl Drop for PipelineGuard<'_> {
     }
 }
 
+/// What one read near an index position found.
+enum Near {
+    Batches(Bytes),
+    /// The batch holding the offset starts at the high watermark.
+    AtHighWatermark,
+    /// The segment ends before the offset.
+    NotInSegment,
+    /// The read was too short to tell: walk the headers.
+    Unsure,
+}
+
 /// The active segment's extent as the clean-shutdown marker records it:
 /// base, size, next offset, max timestamp, offset of max timestamp.
 const MARKER_FIELDS: usize = 5;
@@ -1072,10 +1083,25 @@ impl Log {
                     seg.offset_index.lookup(seg.base, from),
                 )
             };
-            if let Some(found) = self
-                .find_batch(&file, start_pos.0, size, |v| v.last_offset() >= from.0)
+            let found = match self
+                .read_near(&file, start_pos.0, size, from, max_bytes, hw)
                 .await?
             {
+                Near::Batches(bytes) => {
+                    return Ok(ReadOutcome {
+                        bytes,
+                        high_watermark: hw,
+                        log_start_offset: log_start,
+                    })
+                }
+                Near::AtHighWatermark => return Ok(empty),
+                Near::NotInSegment => None,
+                Near::Unsure => {
+                    self.find_batch(&file, start_pos.0, size, |v| v.last_offset() >= from.0)
+                        .await?
+                }
+            };
+            if let Some(found) = found {
                 if found.1.base_offset >= hw.0 {
                     return Ok(empty);
                 }
@@ -1099,6 +1125,64 @@ impl Log {
                 None => return Ok(empty),
             }
         }
+    }
+
+    /// Reads batches from `from` with one read from the index position `pos`
+    /// (the usual case: the batch holding `from` starts close after it),
+    /// taking whole batches as [`Log::read`] does.
+    async fn read_near(
+        &self,
+        file: &DmaFile,
+        pos: u64,
+        size: u64,
+        from: Offset,
+        max_bytes: usize,
+        hw: Offset,
+    ) -> Result<Near> {
+        let window = (2 * self.config().index_interval_bytes as usize).max(64 << 10);
+        let want = max_bytes.min(READ_BYTES_MAX);
+        let len = ((want + window) as u64).min(size - pos) as usize;
+        if len == 0 {
+            return Ok(Near::NotInSegment);
+        }
+        let buf = self.read_exact(file, pos, len).await?;
+        let mut off = 0usize;
+        let first = loop {
+            let Some(view) = BatchView::parse(&buf[off..])? else {
+                return Ok(Near::Unsure);
+            };
+            if view.last_offset() >= from.0 {
+                break view;
+            }
+            off += view.total_len;
+            if off >= buf.len() {
+                let whole_segment = pos + buf.len() as u64 >= size;
+                return Ok(if whole_segment && off == buf.len() {
+                    Near::NotInSegment
+                } else {
+                    Near::Unsure
+                });
+            }
+        };
+        if first.base_offset >= hw.0 {
+            return Ok(Near::AtHighWatermark);
+        }
+        let limit = want.max(first.total_len);
+        let start = off;
+        while off < buf.len() {
+            let Some(view) = BatchView::parse(&buf[off..])? else {
+                break;
+            };
+            let end = off + view.total_len;
+            if view.base_offset >= hw.0 || end > buf.len() || (off > start && end - start > limit) {
+                break;
+            }
+            off = end;
+        }
+        if off == start {
+            return Ok(Near::Unsure);
+        }
+        Ok(Near::Batches(Bytes::copy_from_slice(&buf[start..off])))
     }
 
     /// Walks batch headers from `pos` and returns the first batch (position and

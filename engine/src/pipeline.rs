@@ -271,9 +271,9 @@ mod tests {
         let mut flights: Vec<InFlight> = Vec::new();
         let mut counter = 0u8;
         let issue = |p: &mut Pipeline,
-                         queued: &mut Vec<u8>,
-                         expected: &mut Vec<u8>,
-                         flights: &mut Vec<InFlight>|
+                     queued: &mut Vec<u8>,
+                     expected: &mut Vec<u8>,
+                     flights: &mut Vec<InFlight>|
          -> bool {
             let writes = if let Some(w) = p.issue_stale() {
                 vec![w]

@@ -470,3 +470,50 @@ fn captured_client_batches_parse_and_check() {
 
 mod pipeline;
 mod upkeep;
+
+/// A batch larger than the first read's window is still returned whole,
+/// before and after a restart, with the tail cache too small to serve it.
+#[test]
+fn batches_larger_than_the_read_window_read_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("p-0");
+    run(move || {
+        Box::pin(async move {
+            let config = LogConfig {
+                message_bytes_max: 1 << 20,
+                ..LogConfig::default()
+            };
+            let open_uncached = || async {
+                sluice_engine::prime_direct_io(&dir, ".probe").await.unwrap();
+                let context = LogContext {
+                    cache_budget: Rc::new(sluice_engine::TailCacheBudget::new(1024)),
+                    ..LogContext::default()
+                };
+                Log::open(dir.clone(), config, context).await.unwrap()
+            };
+            let log = open_uncached().await;
+            let mut expected = Vec::new();
+            for (i, value) in [(0u8, 10usize), (1, 300_000), (2, 10), (3, 200_000)] {
+                let out = log
+                    .append(&[batch(2, value, 1, i)], LeaderEpoch(0), Durability::Written)
+                    .await
+                    .unwrap();
+                expected.push((out.base_offset.0, 2, i));
+            }
+            let mut log = Some(log);
+            for round in 0..2 {
+                let l = log.as_ref().unwrap();
+                for (base, _, fill) in &expected {
+                    for offset in [*base, base + 1] {
+                        let got = batches_of(&l.read(Offset(offset), 1).await.unwrap().bytes);
+                        assert_eq!(got, vec![(*base, 2, *fill)], "offset {offset}, round {round}");
+                    }
+                }
+                let got = batches_of(&l.read(Offset(0), 1 << 20).await.unwrap().bytes);
+                assert_eq!(got, expected, "round {round}");
+                l.close().await.unwrap();
+                log = Some(open_uncached().await);
+            }
+        })
+    });
+}
