@@ -1,16 +1,20 @@
 //! `sluice bench-engine`: the storage engine alone on one disk, beside the
 //! raw direct-I/O bandwidth of the same disk measured in the same run.
 //!
-//! For batch sizes of 1 KiB and 16 KiB it appends [`APPEND_GROUP_BYTES`] of
-//! batches per `Log::append` call from [`APPENDERS`] concurrent tasks (as a
-//! shard does for concurrent produce requests), once with `Durability::Written`
+//! For batch sizes of 1 KiB and 16 KiB it appends `--group-bytes` of batches
+//! per `Log::append` call from `--appenders` concurrent tasks (as a shard
+//! does for concurrent produce requests), once with `Durability::Written`
 //! (no fdatasync) and once with `Durability::Synced` (every group synced;
 //! concurrent groups share an fdatasync). It then reads the 16 KiB log back
-//! from the start with [`READERS`] concurrent sequential readers, each over
+//! from the start with `--readers` concurrent sequential readers, each over
 //! its own range, with a tail cache too small to help, so reads reach the
-//! disk. Throughput counts whole batch bytes as stored; MB is 10^6 bytes.
-//! The harness lives in tools because it joins the engine with the bench
-//! crate's disk baseline, and only tools may depend on both.
+//! disk. The defaults keep as many bytes in flight as the baseline does
+//! (8 x 1 MiB). Throughput counts whole batch bytes as stored; MB is 10^6
+//! bytes. The disk under test is shared and noisy, so the whole sequence
+//! runs `--rounds` times, each round beside its own baseline, and the
+//! medians are reported. The harness lives in tools because it joins the
+//! engine with the bench crate's disk baseline, and only tools may depend
+//! on both.
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -18,18 +22,13 @@ use std::time::Instant;
 
 use anyhow::Context;
 use bytes::Bytes;
+use sluice_bench::disk::DiskBaseline;
 use sluice_engine::{
     Durability, LeaderEpoch, Log, LogConfig, LogContext, Offset, SystemClock, TailCacheBudget,
 };
 use sluice_wire::batch::Compression;
 use sluice_wire::records::BatchBuilder;
 
-/// Bytes appended per `Log::append` call.
-const APPEND_GROUP_BYTES: usize = 256 << 10;
-/// Concurrent appending tasks.
-const APPENDERS: usize = 4;
-/// Concurrent sequential readers in the read phase.
-const READERS: usize = 4;
 /// Bytes asked of each `Log::read`.
 const READ_BYTES: usize = 1 << 20;
 /// A tail cache far smaller than the data, so reads go to the disk.
@@ -43,6 +42,18 @@ pub struct EngineBenchArgs {
     /// Bytes each phase writes [default: 1 GiB].
     #[arg(long, default_value_t = 1 << 30)]
     bytes: u64,
+    /// Concurrent appending tasks, as concurrent produce requests of a shard.
+    #[arg(long, default_value_t = 8)]
+    appenders: usize,
+    /// Bytes each appender hands to one `Log::append` call.
+    #[arg(long, default_value_t = 1 << 20)]
+    group_bytes: usize,
+    /// Concurrent sequential readers in the read phase.
+    #[arg(long, default_value_t = 8)]
+    readers: usize,
+    /// Rounds of baseline and phases; the medians of the rounds are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Write every figure as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -94,15 +105,16 @@ async fn append_phase(
     batch: &Bytes,
     bytes_total: u64,
     durability: Durability,
+    (appenders, group_bytes): (usize, usize),
 ) -> anyhow::Result<f64> {
     let log = open_log(dir).await?;
-    let group: Vec<Bytes> = (0..(APPEND_GROUP_BYTES / batch.len()).max(1))
+    let group: Vec<Bytes> = (0..(group_bytes / batch.len()).max(1))
         .map(|_| batch.clone())
         .collect();
     let group_bytes = (group.len() * batch.len()) as u64;
     let groups_total = bytes_total.div_ceil(group_bytes);
     let started = Instant::now();
-    let tasks: Vec<_> = (0..APPENDERS as u64)
+    let tasks: Vec<_> = (0..appenders as u64)
         .map(|lane| {
             let log = log.clone();
             let group = group.clone();
@@ -110,7 +122,7 @@ async fn append_phase(
                 let mut n = lane;
                 while n < groups_total {
                     log.append(&group, LeaderEpoch(0), durability).await?;
-                    n += APPENDERS as u64;
+                    n += appenders as u64;
                 }
                 Ok::<(), sluice_engine::Error>(())
             })
@@ -124,16 +136,17 @@ async fn append_phase(
     Ok(seconds)
 }
 
-async fn read_phase(dir: &Path) -> anyhow::Result<(u64, f64)> {
+async fn read_phase(dir: &Path, readers: usize) -> anyhow::Result<(u64, f64)> {
     let log = open_log(dir).await?;
     let end = log.log_end_offset().0;
     let started = Instant::now();
-    let tasks: Vec<_> = (0..READERS as i64)
+    let readers = readers.max(1) as i64;
+    let tasks: Vec<_> = (0..readers)
         .map(|lane| {
             let log = log.clone();
             let (from, to) = (
-                end * lane / READERS as i64,
-                end * (lane + 1) / READERS as i64,
+                end * lane / readers,
+                end * (lane + 1) / readers,
             );
             glommio::spawn_local(async move {
                 let mut at = from;
@@ -159,21 +172,23 @@ async fn read_phase(dir: &Path) -> anyhow::Result<(u64, f64)> {
     Ok((bytes, seconds))
 }
 
-pub fn run(args: &EngineBenchArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.dir)
-        .with_context(|| format!("creating {}", args.dir.display()))?;
+/// One round: the raw disk baseline, then every phase, each phase quoted
+/// against this round's baseline.
+fn round(args: &EngineBenchArgs, round: usize) -> anyhow::Result<(DiskBaseline, Vec<Phase>)> {
     let scratch = tempfile::Builder::new()
         .prefix("sluice-engine-bench-")
         .tempdir_in(&args.dir)
         .context("creating the scratch directory")?;
     eprintln!(
-        "raw direct-I/O baseline of {} ({} MiB)...",
+        "round {round}: raw direct-I/O baseline of {} ({} MiB)...",
         args.dir.display(),
         args.bytes >> 20
     );
     let disk = sluice_bench::disk::measure(scratch.path(), args.bytes)?;
     let root = scratch.path().to_path_buf();
     let bytes = args.bytes;
+    let shape = (args.appenders.max(1), args.group_bytes.max(1));
+    let readers = args.readers;
     let (write_mb, read_mb) = (disk.write_mb_per_s, disk.read_mb_per_s);
     let phases = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .name("engine-bench")
@@ -190,13 +205,12 @@ pub fn run(args: &EngineBenchArgs) -> anyhow::Result<()> {
                     let dir = root.join(format!("append-{batch_bytes}-{name}"));
                     let batch = batch_of(batch_bytes);
                     eprintln!(
-                        "appending {} MiB of {batch_bytes}-byte batches, {name}...",
+                        "round {round}: appending {} MiB of {batch_bytes}-byte batches, {name}...",
                         bytes >> 20
                     );
-                    let seconds = append_phase(&dir, &batch, bytes, durability).await?;
-                    let written = bytes.div_ceil(APPEND_GROUP_BYTES as u64)
-                        * (APPEND_GROUP_BYTES / batch.len()).max(1) as u64
-                        * batch.len() as u64;
+                    let seconds = append_phase(&dir, &batch, bytes, durability, shape).await?;
+                    let group_bytes = (shape.1 / batch.len()).max(1) as u64 * batch.len() as u64;
+                    let written = bytes.div_ceil(group_bytes) * group_bytes;
                     let mb_per_s = written as f64 / 1e6 / seconds;
                     phases.push(Phase {
                         name: format!("append {batch_bytes} B batches"),
@@ -212,9 +226,9 @@ pub fn run(args: &EngineBenchArgs) -> anyhow::Result<()> {
                     }
                 }
             }
-            eprintln!("reading the 16 KiB log back...");
+            eprintln!("round {round}: reading the 16 KiB log back...");
             let (read_bytes, seconds) =
-                read_phase(&root.join(format!("append-{}-synced", 16 << 10))).await?;
+                read_phase(&root.join(format!("append-{}-synced", 16 << 10)), readers).await?;
             let mb_per_s = read_bytes as f64 / 1e6 / seconds;
             phases.push(Phase {
                 name: "sequential read".into(),
@@ -230,32 +244,88 @@ pub fn run(args: &EngineBenchArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("starting the engine bench executor: {e}"))?
         .join()
         .map_err(|e| anyhow::anyhow!("engine bench executor: {e}"))??;
+    Ok((disk, phases))
+}
+
+/// The middle value (the mean of the middle two for an even count).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Summary {
+    name: String,
+    durability: &'static str,
+    median_mb_per_s: f64,
+    median_fraction_of_disk: f64,
+    min_fraction_of_disk: f64,
+    max_fraction_of_disk: f64,
+}
+
+pub fn run(args: &EngineBenchArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("creating {}", args.dir.display()))?;
+    let rounds = args.rounds.max(1);
+    let mut results = Vec::with_capacity(rounds);
+    for r in 1..=rounds {
+        results.push(round(args, r)?);
+    }
+    let (_, first) = &results[0];
+    let summary: Vec<Summary> = (0..first.len())
+        .map(|i| {
+            let fractions: Vec<f64> = results.iter().map(|(_, p)| p[i].fraction_of_disk).collect();
+            Summary {
+                name: first[i].name.clone(),
+                durability: first[i].durability,
+                median_mb_per_s: median(results.iter().map(|(_, p)| p[i].mb_per_s).collect()),
+                median_fraction_of_disk: median(fractions.clone()),
+                min_fraction_of_disk: fractions.iter().copied().fold(f64::INFINITY, f64::min),
+                max_fraction_of_disk: fractions.iter().copied().fold(0.0, f64::max),
+            }
+        })
+        .collect();
+    let disk_write = median(results.iter().map(|(d, _)| d.write_mb_per_s).collect());
+    let disk_read = median(results.iter().map(|(d, _)| d.read_mb_per_s).collect());
     println!(
-        "disk {}: raw direct-I/O write {:.1} MB/s, read {:.1} MB/s ({} x {} B in flight)",
-        disk.dir, disk.write_mb_per_s, disk.read_mb_per_s, disk.in_flight, disk.block_bytes
+        "disk {}: raw direct-I/O write {disk_write:.1} MB/s, read {disk_read:.1} MB/s \
+         (medians of {rounds} rounds; {} x {} B in flight)",
+        args.dir.display(),
+        sluice_bench::disk::IN_FLIGHT,
+        sluice_bench::disk::BLOCK_BYTES
     );
     println!(
-        "{:<28} {:>9} {:>10} {:>10} {:>9}",
-        "phase", "sync", "MB/s", "seconds", "of disk"
+        "{:<28} {:>9} {:>10} {:>9} {:>15}",
+        "phase", "sync", "MB/s", "of disk", "range of disk"
     );
-    for p in &phases {
+    for p in &summary {
         println!(
-            "{:<28} {:>9} {:>10.1} {:>10.2} {:>8.1}%",
+            "{:<28} {:>9} {:>10.1} {:>8.1}% {:>6.1}%-{:>5.1}%",
             p.name,
             p.durability,
-            p.mb_per_s,
-            p.seconds,
-            p.fraction_of_disk * 100.0
+            p.median_mb_per_s,
+            p.median_fraction_of_disk * 100.0,
+            p.min_fraction_of_disk * 100.0,
+            p.max_fraction_of_disk * 100.0
         );
     }
     if let Some(path) = &args.json {
+        let rounds: Vec<_> = results
+            .iter()
+            .map(|(disk, phases)| serde_json::json!({ "disk_baseline": disk, "phases": phases }))
+            .collect();
         let doc = serde_json::json!({
             "machine": sluice_bench::report::machine(),
-            "disk_baseline": disk,
-            "appenders": APPENDERS,
-            "append_group_bytes": APPEND_GROUP_BYTES,
-            "readers": READERS,
-            "phases": phases,
+            "appenders": args.appenders,
+            "append_group_bytes": args.group_bytes,
+            "readers": args.readers,
+            "summary": summary,
+            "rounds": rounds,
         });
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)
             .with_context(|| format!("writing {}", path.display()))?;
