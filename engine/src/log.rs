@@ -50,9 +50,11 @@ use crate::{FilePos, LeaderEpoch, Offset};
 pub const WRITE_BYTES_MAX: usize = 8 << 20;
 /// The most writes of one log in flight at once.
 const FLIGHTS_MAX: usize = 8;
-/// Space allocated at a time ahead of the writes of an active segment
-/// (at most `segment.bytes`).
-pub const PREALLOCATE_BYTES: u64 = 32 << 20;
+/// Space is allocated ahead of an active segment's writes in steps that
+/// double from this size (so a quiet log holds little unused space)...
+pub const PREALLOCATE_MIN_BYTES: u64 = 1 << 20;
+/// ...up to this size (and never past `segment.bytes`).
+pub const PREALLOCATE_MAX_BYTES: u64 = 32 << 20;
 /// The most bytes one read returns when a single batch is smaller.
 pub const READ_BYTES_MAX: usize = 64 << 20;
 
@@ -803,7 +805,9 @@ impl Log {
         // writes go on below the allocated end.
         let reach = (staged_end + bytes as u64).div_ceil(block) * block;
         let allocated_end = st.writes.allocated_end;
-        let alloc_step = PREALLOCATE_BYTES.min(segment_bytes.div_ceil(block) * block);
+        let alloc_step = allocated_end
+            .clamp(PREALLOCATE_MIN_BYTES, PREALLOCATE_MAX_BYTES)
+            .min(segment_bytes.div_ceil(block) * block);
         let allocate = (!st.writes.allocating && reach + alloc_step / 2 > allocated_end)
             .then(|| reach.max(allocated_end + alloc_step));
         if reach > allocated_end {

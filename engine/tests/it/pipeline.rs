@@ -16,7 +16,8 @@ const GROUPS: u64 = 30;
 
 fn config() -> LogConfig {
     LogConfig {
-        segment_bytes: 256 << 10,
+        // A few segments per round, each file grown by several allocations.
+        segment_bytes: 3 << 20,
         index_interval_bytes: 4096,
         message_bytes_max: 1 << 20,
         ..LogConfig::default()
@@ -166,7 +167,7 @@ fn pipelined_appends_land_once_in_order_and_survive_reopening() {
         Box::pin(async move {
             let log = Rc::new(open_small_cache(&dir).await);
             let mut expected = append_concurrently(&log, seed, 0).await;
-            assert!(log.segment_count() > 4, "appends rolled segments");
+            assert!(log.segment_count() >= 2, "appends rolled segments");
             assert_eq!(read_all(&log).await, expected, "read back before closing");
             log.close().await.unwrap();
             drop(log);
