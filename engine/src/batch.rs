@@ -112,6 +112,9 @@ impl BatchView {
     }
 }
 
+/// The leading bytes of a batch that hold every field [`stamp`] sets.
+pub(crate) const STAMPED_BYTES: usize = POS_PARTITION_LEADER_EPOCH + 4;
+
 /// Stamps the broker-assigned base offset and leader epoch into a batch.
 pub(crate) fn stamp(batch: &mut [u8], base_offset: i64, leader_epoch: i32) {
     batch[0..8].copy_from_slice(&base_offset.to_be_bytes());

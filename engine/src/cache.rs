@@ -101,6 +101,11 @@ impl TailCache {
         }
     }
 
+    /// Whether a chunk of `len` bytes would be kept.
+    pub(crate) fn admits(&self, budget: &TailCacheBudget, len: usize) -> bool {
+        len <= budget.share_bytes()
+    }
+
     pub(crate) fn clear(&mut self) {
         self.chunks.clear();
         self.bytes = 0;

@@ -40,7 +40,7 @@ use crate::batch::{self, BatchView, HEADER_BYTES};
 use crate::cache::{TailCache, TailCacheBudget};
 use crate::checkpoint;
 use crate::error::{Error, Result};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, WRITE_PIECE_BYTES};
 use crate::recovery;
 use crate::segment::{self, Segment, CLEANED_EXT, INDEX_EXT, LOG_EXT, TIME_INDEX_EXT};
 use crate::signal::Signal;
@@ -49,7 +49,7 @@ use crate::{FilePos, LeaderEpoch, Offset};
 /// The most bytes one direct-I/O write carries; larger queues take several.
 pub const WRITE_BYTES_MAX: usize = 8 << 20;
 /// The most writes of one log in flight at once.
-const FLIGHTS_MAX: usize = 8;
+const FLIGHTS_MAX: usize = 16;
 /// Space is allocated ahead of an active segment's writes in steps that
 /// double from this size (so a quiet log holds little unused space)...
 pub const PREALLOCATE_MIN_BYTES: u64 = 1 << 20;
@@ -215,33 +215,22 @@ struct PendingBatch {
     leader_epoch: LeaderEpoch,
 }
 
-/// A batch copied into a write, not yet counted as written.
+/// A batch given to writes, not yet counted as written; stored at `pos`.
 struct StagedBatch {
+    bytes: Bytes,
     base_offset: Offset,
     last_offset: Offset,
     max_timestamp: i64,
+    leader_epoch: LeaderEpoch,
     pos: u64,
-    len: u64,
 }
 
-/// The stamped bytes of the batches of one staging, for the tail cache once
-/// they are all written.
-struct StagedChunk {
-    bytes: Bytes,
-    batches: Vec<(Offset, u32)>,
-    end: Offset,
-    end_pos: u64,
-}
-
-/// A direct-I/O write submitted and not yet retired.
 /// The active segment's writes: the [`Pipeline`] that plans them, the
 /// batches they carry, and the file space ahead of them.
 struct Writes {
     pipeline: Pipeline,
     /// Staged batches not yet written, in file order.
     staged: VecDeque<StagedBatch>,
-    /// Their stamped bytes, for the tail cache once written.
-    chunks: VecDeque<StagedChunk>,
     /// The active segment file's size: space allocated ahead of the
     /// writes, which then neither extend the file nor allocate blocks, so
     /// they need not wait in the kernel for one another.
@@ -257,7 +246,6 @@ impl Writes {
         Writes {
             pipeline,
             staged: VecDeque::new(),
-            chunks: VecDeque::new(),
             allocated_end,
             allocating: false,
             rolling: false,
@@ -322,6 +310,11 @@ enum Step {
     Allocate(u64),
     /// Wait for a write to complete or a roll to end.
     Wait,
+    /// Let the other runnable tasks go first, once: appenders woken by
+    /// the last completion queue more, and the write that starts the idle
+    /// pipeline carries theirs too, with one partial block at its end
+    /// rather than one per appender.
+    Defer,
 }
 
 /// Ends a roll (`true`) or an allocation (`false`) however it ends,
@@ -499,7 +492,7 @@ impl Log {
             segments,
             pending: VecDeque::new(),
             writes: Writes::new(
-                Pipeline::new(active_block, active_size, active_tail),
+                Pipeline::new(active_block, WRITE_PIECE_BYTES, active_size, active_tail),
                 allocated_end,
             ),
             log_start_offset,
@@ -708,10 +701,11 @@ impl Log {
     /// Waits until every offset below `end` is written, issuing writes and
     /// rolls as they become possible.
     async fn write_until(&self, end: Offset) -> Result<()> {
-        // Each pass issues a write of queued bytes, rolls, allocates, or
-        // waits for a write issued earlier to complete; the offsets below
-        // `end` were all queued before this call, so finitely many passes
-        // reach them.
+        // Each pass issues a write of queued bytes, rolls, allocates, defers
+        // (once), or waits for a write issued earlier to complete; the
+        // offsets below `end` were all queued before this call, so finitely
+        // many passes reach them.
+        let mut deferred = false;
         loop {
             let seen = self.written.generation();
             {
@@ -723,8 +717,12 @@ impl Log {
                     return Ok(());
                 }
             }
-            match self.step()? {
+            match self.step(!deferred)? {
                 Step::Issued => {}
+                Step::Defer => {
+                    deferred = true;
+                    futures_lite::future::yield_now().await;
+                }
                 Step::Roll(base) => {
                     self.state.borrow_mut().writes.rolling = true;
                     let _guard = PipelineGuard(self, true);
@@ -740,7 +738,9 @@ impl Log {
         }
     }
 
-    fn step(&self) -> Result<Step> {
+    /// What to do next; `may_defer` lets a write that would start an idle
+    /// pipeline wait for the tasks already runnable to queue theirs first.
+    fn step(&self, may_defer: bool) -> Result<Step> {
         let mut st = self.state.borrow_mut();
         if st.offline {
             return Err(Error::Offline(self.dir.clone()));
@@ -753,7 +753,7 @@ impl Log {
             (seg.file.clone(), seg.block_bytes())
         };
         if let Some(w) = st.writes.pipeline.issue_stale() {
-            self.launch(&file, block, w);
+            self.write_out(&file, block, w, None);
             return Ok(Step::Issued);
         }
         let idle = st.writes.pipeline.idle();
@@ -801,6 +801,9 @@ impl Log {
         if !st.writes.pipeline.can_issue(bytes, whole_only) {
             return Ok(Step::Wait);
         }
+        if idle && may_defer {
+            return Ok(Step::Defer);
+        }
         // Space is allocated ahead, half a step before it is needed, while
         // writes go on below the allocated end.
         let reach = (staged_end + bytes as u64).div_ceil(block) * block;
@@ -830,8 +833,9 @@ impl Log {
         Ok(())
     }
 
-    /// Stages the first `count` queued batches (`bytes` long), stamped,
-    /// behind the pipeline's tail, and starts the writes it plans for them.
+    /// Stages the first `count` queued batches (`bytes` long) behind the
+    /// pipeline's tail and starts the writes it plans for them, copying
+    /// each batch, stamped, straight into the writes' buffers.
     fn issue(
         &self,
         st: &mut State,
@@ -844,58 +848,69 @@ impl Log {
         if !st.writes.pipeline.can_issue(bytes, whole_only) {
             return false;
         }
-        let tail_len = st.writes.pipeline.tail().len();
-        let aligned = st.writes.pipeline.staged_end() - tail_len as u64;
-        let used = tail_len + bytes;
-        let mut cat = BytesMut::with_capacity(used);
-        cat.extend_from_slice(st.writes.pipeline.tail());
-        let mut chunk_batches = Vec::with_capacity(count);
+        let start = st.writes.pipeline.tail_block();
+        let tail = st.writes.pipeline.tail().to_vec();
+        let mut at = st.writes.pipeline.staged_end();
+        let mut batches = Vec::with_capacity(count);
         for _ in 0..count {
             let b = st.pending.pop_front().expect("counted batches are queued");
-            let at = cat.len();
-            cat.extend_from_slice(&b.bytes);
-            batch::stamp(&mut cat[at..], b.base_offset.0, b.leader_epoch.0);
-            chunk_batches.push((b.base_offset, (at - tail_len) as u32));
-            st.writes.staged.push_back(StagedBatch {
+            let staged = StagedBatch {
+                bytes: b.bytes,
                 base_offset: b.base_offset,
                 last_offset: b.last_offset,
                 max_timestamp: b.max_timestamp,
-                pos: aligned + at as u64,
-                len: b.bytes.len() as u64,
-            });
-        }
-        assert_eq!(cat.len(), used, "counted bytes were staged");
-        let cat = cat.freeze();
-        if let Some(last) = st.writes.staged.back().filter(|_| count > 0) {
-            let chunk = StagedChunk {
-                bytes: cat.slice(tail_len..),
-                batches: chunk_batches,
-                end: Offset(last.last_offset.0 + 1),
-                end_pos: aligned + used as u64,
+                leader_epoch: b.leader_epoch,
+                pos: at,
             };
-            st.writes.chunks.push_back(chunk);
+            at += staged.bytes.len() as u64;
+            batches.push(staged);
         }
-        for w in st.writes.pipeline.issue(cat, whole_only) {
-            self.launch(file, block, w);
+        let staging = Staging {
+            start,
+            tail: &tail,
+            batches: &batches,
+        };
+        let writes = st
+            .writes
+            .pipeline
+            .issue(bytes, whole_only, &|pos, dst| staging.fill(pos, dst));
+        for w in writes {
+            self.write_out(file, block, w, Some(&staging));
         }
+        st.writes.staged.extend(batches);
         true
     }
 
-    /// Starts a planned write, padded with zeros to whole blocks, as a task
-    /// of its own so that no cancelled append can strand it; it completes
-    /// through [`complete_write`].
-    fn launch(&self, file: &Rc<DmaFile>, block: u64, w: crate::pipeline::Write) {
-        let len = w.bytes.len().div_ceil(block as usize) * block as usize;
+    /// Fills the buffer of a planned write, padded with zeros to whole
+    /// blocks, from `staging` or the bytes the write holds, and starts it.
+    fn write_out(
+        &self,
+        file: &Rc<DmaFile>,
+        block: u64,
+        w: crate::pipeline::Write,
+        staging: Option<&Staging<'_>>,
+    ) {
+        let len = w.len.div_ceil(block as usize) * block as usize;
         let mut buf = file.alloc_dma_buffer(len);
-        buf.as_bytes_mut()[..w.bytes.len()].copy_from_slice(&w.bytes);
-        buf.as_bytes_mut()[w.bytes.len()..].fill(0);
-        let file = file.clone();
+        let dst = buf.as_bytes_mut();
+        match (&w.held, staging) {
+            (Some(held), _) => dst[..w.len].copy_from_slice(held),
+            (None, Some(staging)) => staging.fill(w.pos, &mut dst[..w.len]),
+            (None, None) => unreachable!("a write without held bytes comes with its staging"),
+        }
+        dst[w.len..].fill(0);
+        self.launch(file.clone(), w.id, w.pos, buf);
+    }
+
+    /// Starts a planned write as a task of its own, so that no cancelled
+    /// append can strand it; it completes through [`complete_write`].
+    fn launch(&self, file: Rc<DmaFile>, id: u64, pos: u64, buf: glommio::io::DmaBuffer) {
+        let len = buf.len();
         let state = self.state.clone();
         let written = self.written.clone();
         let context = self.context.clone();
         let interval = self.config().index_interval_bytes;
         let dir = self.dir.clone();
-        let (id, pos) = (w.id, w.pos);
         glommio::spawn_local(async move {
             let ok = match file.write_at(buf, pos).await {
                 Ok(n) if n >= len => true,
@@ -1026,7 +1041,7 @@ impl Log {
             "a segment closes with all its writes done"
         );
         let block = st.active().block_bytes();
-        st.writes = Writes::new(Pipeline::new(block, 0, Vec::new()), 0);
+        st.writes = Writes::new(Pipeline::new(block, WRITE_PIECE_BYTES, 0, Vec::new()), 0);
         // Everything before the new segment was synced with the old one.
         st.synced_offset = st.synced_offset.max(base);
         if st.synced_offset == st.written_offset {
@@ -1545,7 +1560,7 @@ fn complete_write(st: &mut State, id: u64, ok: bool, interval: u64, context: &Lo
         .writes
         .staged
         .front()
-        .is_some_and(|b| b.pos + b.len <= on_disk)
+        .is_some_and(|b| b.pos + b.bytes.len() as u64 <= on_disk)
     {
         batches.push(st.writes.staged.pop_front().expect("checked"));
     }
@@ -1556,28 +1571,124 @@ fn complete_write(st: &mut State, id: u64, ok: bool, interval: u64, context: &Lo
     let seg = st.active_mut();
     seg.first_append_ms.get_or_insert(now_ms);
     for b in &batches {
+        let len = b.bytes.len() as u64;
         seg.index_batch(
             interval,
             b.base_offset,
             FilePos(b.pos),
-            b.len,
+            len,
             b.max_timestamp,
         );
         seg.next_offset = Offset(b.last_offset.0 + 1);
     }
-    while st
-        .writes
-        .chunks
-        .front()
-        .is_some_and(|c| c.end_pos <= on_disk)
-    {
-        let c = st.writes.chunks.pop_front().expect("checked");
+    // The cache takes its own stamped copy, made only if it keeps it, and
+    // after the writes went out.
+    let len: usize = batches.iter().map(|b| b.bytes.len()).sum();
+    if st.cache.admits(&context.cache_budget, len) {
+        let mut copy = BytesMut::with_capacity(len);
+        let mut index = Vec::with_capacity(batches.len());
+        for b in &batches {
+            index.push((b.base_offset, copy.len() as u32));
+            let at = copy.len();
+            copy.extend_from_slice(&b.bytes);
+            batch::stamp(&mut copy[at..], b.base_offset.0, b.leader_epoch.0);
+        }
         st.cache
-            .insert(&context.cache_budget, c.bytes, c.batches, c.end);
+            .insert(&context.cache_budget, copy.freeze(), index, new_written);
+    } else {
+        st.cache.clear();
     }
     if st.synced_offset == st.written_offset {
         st.unsynced_since_ms = Some(now_ms);
     }
     st.written_offset = new_written;
     st.high_watermark = new_written;
+}
+
+/// The staged bytes of one [`Log::issue`]: the pipeline's tail from file
+/// position `start`, then the batches, each with its header stamped.
+struct Staging<'a> {
+    start: u64,
+    tail: &'a [u8],
+    batches: &'a [StagedBatch],
+}
+
+impl Staging<'_> {
+    /// Copies the staged bytes from file position `pos` into `dst`.
+    fn fill(&self, pos: u64, dst: &mut [u8]) {
+        let end = pos + dst.len() as u64;
+        let tail_end = self.start + self.tail.len() as u64;
+        assert!(pos >= self.start, "only staged bytes are asked for");
+        if pos < tail_end {
+            let from = (pos - self.start) as usize;
+            let n = (tail_end.min(end) - pos) as usize;
+            dst[..n].copy_from_slice(&self.tail[from..from + n]);
+        }
+        let first = self
+            .batches
+            .partition_point(|b| b.pos + b.bytes.len() as u64 <= pos);
+        for b in &self.batches[first..] {
+            if b.pos >= end {
+                break;
+            }
+            let lo = b.pos.max(pos);
+            let hi = (b.pos + b.bytes.len() as u64).min(end);
+            let src = &b.bytes[(lo - b.pos) as usize..(hi - b.pos) as usize];
+            dst[(lo - pos) as usize..(hi - pos) as usize].copy_from_slice(src);
+            // The stamped header fields, where they fall in `dst`.
+            let mut header = [0u8; batch::STAMPED_BYTES];
+            header.copy_from_slice(&b.bytes[..batch::STAMPED_BYTES]);
+            batch::stamp(&mut header, b.base_offset.0, b.leader_epoch.0);
+            let h_hi = (b.pos + batch::STAMPED_BYTES as u64).min(end);
+            if lo < h_hi {
+                let from = (lo - b.pos) as usize;
+                let to = (h_hi - b.pos) as usize;
+                dst[(lo - pos) as usize..(h_hi - pos) as usize].copy_from_slice(&header[from..to]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Any range of a staging fills exactly as the concatenation of the
+    /// tail and the stamped batches, also where a range cuts a header.
+    #[test]
+    fn staging_fills_any_range_with_stamped_batches() {
+        let tail: Vec<u8> = (0..37u8).collect();
+        let start = 4096;
+        let mut batches = Vec::new();
+        let mut whole = tail.clone();
+        let mut pos = start + tail.len() as u64;
+        for (i, len) in [70usize, 16, 300, 17, 61].into_iter().enumerate() {
+            let bytes: Vec<u8> = (0..len).map(|j| (i * 50 + j) as u8).collect();
+            let b = StagedBatch {
+                bytes: Bytes::from(bytes.clone()),
+                base_offset: Offset(1000 + i as i64),
+                last_offset: Offset(1000 + i as i64),
+                max_timestamp: 0,
+                leader_epoch: LeaderEpoch(7 + i as i32),
+                pos,
+            };
+            let mut stamped = bytes;
+            batch::stamp(&mut stamped, b.base_offset.0, b.leader_epoch.0);
+            whole.extend(stamped);
+            pos += len as u64;
+            batches.push(b);
+        }
+        let staging = Staging {
+            start,
+            tail: &tail,
+            batches: &batches,
+        };
+        for from in 0..whole.len() {
+            for to in from..=whole.len() {
+                let mut dst = vec![0xee; to - from];
+                staging.fill(start + from as u64, &mut dst);
+                assert_eq!(dst, &whole[from..to], "range {from}..{to}");
+            }
+        }
+    }
 }

@@ -20,14 +20,17 @@
 //! changes a byte below it (a block is only written again with the same
 //! bytes in front), so a crash at any moment keeps that prefix.
 
-use bytes::Bytes;
+/// The longest single write; longer runs of whole blocks go as several.
+pub(crate) const WRITE_PIECE_BYTES: usize = 1 << 20;
 
-/// A direct-I/O write to start: `bytes` at `pos` (a block boundary), to be
-/// padded with zeros to whole blocks.
+/// A direct-I/O write to start: `len` bytes at `pos` (a block boundary), to
+/// be padded with zeros to whole blocks. The bytes are the staged ones at
+/// those positions, or `held` (a stale block, whose batches may be gone).
 pub(crate) struct Write {
     pub(crate) id: u64,
     pub(crate) pos: u64,
-    pub(crate) bytes: Bytes,
+    pub(crate) len: usize,
+    pub(crate) held: Option<Vec<u8>>,
 }
 
 struct Flight {
@@ -41,6 +44,8 @@ struct Flight {
 
 pub(crate) struct Pipeline {
     block: u64,
+    /// The longest write.
+    piece: usize,
     /// File position one past the last staged byte.
     staged_end: u64,
     /// The staged bytes past the last block boundary.
@@ -54,7 +59,7 @@ pub(crate) struct Pipeline {
     busy_block: Option<u64>,
     /// A block to write again once its partial write completes, with its
     /// full contents.
-    stale: Option<(u64, Bytes)>,
+    stale: Option<(u64, Vec<u8>)>,
     on_disk: u64,
     /// Ranges of completed writes not yet joined to `on_disk`.
     done: Vec<(u64, u64)>,
@@ -62,12 +67,18 @@ pub(crate) struct Pipeline {
 
 impl Pipeline {
     /// The pipeline of a segment whose first `size` bytes are on disk, the
-    /// last `tail` of them past the last block boundary.
-    pub(crate) fn new(block: u64, size: u64, tail: Vec<u8>) -> Pipeline {
+    /// last `tail` of them past the last block boundary; no write is longer
+    /// than `piece` (a multiple of `block`).
+    pub(crate) fn new(block: u64, piece: usize, size: u64, tail: Vec<u8>) -> Pipeline {
         assert!(block > 0, "writes have a block size");
+        assert!(
+            piece > 0 && piece as u64 % block == 0,
+            "writes are whole blocks"
+        );
         assert_eq!(size % block, tail.len() as u64, "the tail ends the segment");
         Pipeline {
             block,
+            piece,
             staged_end: size,
             tail,
             issued_end: size,
@@ -84,10 +95,16 @@ impl Pipeline {
         self.staged_end
     }
 
-    /// The staged bytes past the last block boundary: the start of the
-    /// bytes handed to the next [`Pipeline::issue`].
+    /// The staged bytes past the last block boundary, which the next
+    /// [`Pipeline::issue`] writes again in front of the new bytes, from
+    /// file position [`Pipeline::tail_block`].
     pub(crate) fn tail(&self) -> &[u8] {
         &self.tail
+    }
+
+    /// Where the last, partly filled block starts.
+    pub(crate) fn tail_block(&self) -> u64 {
+        self.staged_end - self.tail.len() as u64
     }
 
     #[cfg(test)]
@@ -120,8 +137,10 @@ impl Pipeline {
             return None;
         }
         let (pos, bytes) = self.stale.take()?;
-        let hi = pos + bytes.len() as u64;
-        Some(self.start(pos, hi, bytes, false))
+        let len = bytes.len();
+        let mut w = self.start(pos, pos + len as u64, len, false);
+        w.held = Some(bytes);
+        Some(w)
     }
 
     /// Whether [`Pipeline::issue`] with `new_bytes` more bytes would start a
@@ -141,44 +160,49 @@ impl Pipeline {
         }
     }
 
-    /// Stages `cat`, which starts with the tail and adds new bytes, and
-    /// returns the writes to start: whole blocks only if `whole_only`, else
-    /// everything, a partial last block as a write of its own.
-    pub(crate) fn issue(&mut self, cat: Bytes, whole_only: bool) -> Vec<Write> {
-        assert!(cat.starts_with(&self.tail), "staged bytes follow the tail");
+    /// Stages `new_bytes` more bytes behind the tail and returns the writes
+    /// to start: whole blocks only if `whole_only`, else everything, a
+    /// partial last block as a write of its own. `fill(pos, dst)` copies the
+    /// staged bytes from file position `pos` (the tail, then the new bytes)
+    /// into `dst`; it is asked for the new tail and a stale block.
+    pub(crate) fn issue(
+        &mut self,
+        new_bytes: usize,
+        whole_only: bool,
+        fill: &dyn Fn(u64, &mut [u8]),
+    ) -> Vec<Write> {
         assert!(
-            self.can_issue(cat.len() - self.tail.len(), whole_only),
+            self.can_issue(new_bytes, whole_only),
             "issue only what can go"
         );
         let block = self.block as usize;
         let aligned = self.tail_block();
-        let used = cat.len();
+        let used = self.tail.len() + new_bytes;
         let whole = used - used % block;
         let whole_end = aligned + whole as u64;
         let end = aligned + used as u64;
-        self.tail = cat[whole..].to_vec();
-        self.staged_end = end;
         let mut writes = Vec::with_capacity(2);
         if self.busy_block == Some(aligned) {
             assert!(self.stale.is_none(), "one stale block at a time");
-            self.stale = Some((aligned, cat.slice(..block)));
-            writes.push(self.start(
-                aligned + block as u64,
-                whole_end,
-                cat.slice(block..whole),
-                false,
-            ));
+            let mut stale = vec![0; block];
+            fill(aligned, &mut stale);
+            self.stale = Some((aligned, stale));
+            self.start_whole(&mut writes, aligned + block as u64, whole - block);
             self.issued_end = whole_end;
-            return writes;
+        } else {
+            if whole > 0 {
+                self.start_whole(&mut writes, aligned, whole);
+            }
+            self.issued_end = whole_end;
+            if !whole_only && used > whole {
+                writes.push(self.start(whole_end, end, used - whole, true));
+                self.issued_end = end;
+            }
         }
-        if whole > 0 {
-            writes.push(self.start(aligned, whole_end, cat.slice(..whole), false));
-        }
-        self.issued_end = whole_end;
-        if !whole_only && used > whole {
-            writes.push(self.start(whole_end, end, cat.slice(whole..), true));
-            self.issued_end = end;
-        }
+        let mut tail = vec![0; used - whole];
+        fill(whole_end, &mut tail);
+        self.tail = tail;
+        self.staged_end = end;
         writes
     }
 
@@ -213,11 +237,19 @@ impl Pipeline {
         }
     }
 
-    fn tail_block(&self) -> u64 {
-        self.staged_end - self.tail.len() as u64
+    /// Starts writes of `len` bytes of whole blocks at `pos`, at most a
+    /// piece each, so that the device works on several at once.
+    fn start_whole(&mut self, writes: &mut Vec<Write>, pos: u64, len: usize) {
+        let mut at = 0;
+        while at < len {
+            let n = (len - at).min(self.piece);
+            let lo = pos + at as u64;
+            writes.push(self.start(lo, lo + n as u64, n, false));
+            at += n;
+        }
     }
 
-    fn start(&mut self, pos: u64, hi: u64, bytes: Bytes, partial: bool) -> Write {
+    fn start(&mut self, pos: u64, hi: u64, len: usize, partial: bool) -> Write {
         debug_assert_eq!(pos % self.block, 0, "writes start on a block");
         let id = self.next_id;
         self.next_id += 1;
@@ -230,7 +262,12 @@ impl Pipeline {
         if partial {
             self.busy_block = Some(pos);
         }
-        Write { id, pos, bytes }
+        Write {
+            id,
+            pos,
+            len,
+            held: None,
+        }
     }
 }
 
@@ -262,9 +299,9 @@ mod tests {
 
     /// Drives the pipeline as the log does, with writes completing in a
     /// random order, against a simulated file.
-    fn simulate(seed: u64, steps: usize, block: u64) {
+    fn simulate(seed: u64, steps: usize, block: u64, piece_blocks: usize) {
         let mut rng = Rng(seed | 1);
-        let mut p = Pipeline::new(block, 0, Vec::new());
+        let mut p = Pipeline::new(block, piece_blocks * block as usize, 0, Vec::new());
         let mut expected: Vec<u8> = Vec::new();
         let mut queued: Vec<u8> = Vec::new();
         let mut disk: Vec<u8> = Vec::new();
@@ -282,22 +319,47 @@ mod tests {
                 if !p.can_issue(queued.len(), whole_only) {
                     return false;
                 }
-                let mut cat = p.tail().to_vec();
-                cat.extend_from_slice(queued);
+                let tail_block = p.tail_block() as usize;
+                assert_eq!(
+                    p.tail(),
+                    &expected[tail_block..],
+                    "the tail is the staged end"
+                );
+                let n = queued.len();
                 expected.extend_from_slice(queued);
                 queued.clear();
-                p.issue(Bytes::from(cat), whole_only)
+                let staged = expected.clone();
+                p.issue(n, whole_only, &|pos, dst| {
+                    let pos = pos as usize;
+                    assert!(
+                        pos >= tail_block,
+                        "fill asks only for the tail and new bytes"
+                    );
+                    dst.copy_from_slice(&staged[pos..pos + dst.len()]);
+                })
             };
             for w in writes {
-                let mut padded = w.bytes.to_vec();
-                padded.resize(w.bytes.len().div_ceil(block as usize) * block as usize, 0);
+                let staged = &expected[w.pos as usize..w.pos as usize + w.len];
+                let bytes = match &w.held {
+                    Some(held) => {
+                        assert_eq!(&held[..], staged, "a held block holds the staged bytes");
+                        held.clone()
+                    }
+                    None => staged.to_vec(),
+                };
+                assert!(
+                    w.len <= piece_blocks * block as usize,
+                    "no write is longer than a piece"
+                );
+                let mut padded = bytes.clone();
+                padded.resize(bytes.len().div_ceil(block as usize) * block as usize, 0);
                 // No byte below the on-disk end changes.
                 let on_disk = p.on_disk() as usize;
                 let pos = w.pos as usize;
                 if pos < on_disk {
-                    let n = (on_disk - pos).min(w.bytes.len());
+                    let n = (on_disk - pos).min(bytes.len());
                     assert_eq!(
-                        &w.bytes[..n],
+                        &bytes[..n],
                         &expected[pos..pos + n],
                         "a rewrite keeps on-disk bytes"
                     );
@@ -380,8 +442,13 @@ mod tests {
         #![proptest_config(ProptestConfig { cases: 200, .. ProptestConfig::default() })]
 
         #[test]
-        fn writes_in_any_order_keep_the_on_disk_prefix(seed in any::<u64>(), steps in 1usize..400, block in prop::sample::select(vec![8u64, 64, 4096])) {
-            simulate(seed, steps, block);
+        fn writes_in_any_order_keep_the_on_disk_prefix(
+            seed in any::<u64>(),
+            steps in 1usize..400,
+            block in prop::sample::select(vec![8u64, 64, 4096]),
+            piece_blocks in 1usize..5,
+        ) {
+            simulate(seed, steps, block, piece_blocks);
         }
     }
 }

@@ -484,7 +484,9 @@ fn batches_larger_than_the_read_window_read_whole() {
                 ..LogConfig::default()
             };
             let open_uncached = || async {
-                sluice_engine::prime_direct_io(&dir, ".probe").await.unwrap();
+                sluice_engine::prime_direct_io(&dir, ".probe")
+                    .await
+                    .unwrap();
                 let context = LogContext {
                     cache_budget: Rc::new(sluice_engine::TailCacheBudget::new(1024)),
                     ..LogContext::default()
@@ -495,7 +497,11 @@ fn batches_larger_than_the_read_window_read_whole() {
             let mut expected = Vec::new();
             for (i, value) in [(0u8, 10usize), (1, 300_000), (2, 10), (3, 200_000)] {
                 let out = log
-                    .append(&[batch(2, value, 1, i)], LeaderEpoch(0), Durability::Written)
+                    .append(
+                        &[batch(2, value, 1, i)],
+                        LeaderEpoch(0),
+                        Durability::Written,
+                    )
                     .await
                     .unwrap();
                 expected.push((out.base_offset.0, 2, i));
@@ -506,7 +512,11 @@ fn batches_larger_than_the_read_window_read_whole() {
                 for (base, _, fill) in &expected {
                     for offset in [*base, base + 1] {
                         let got = batches_of(&l.read(Offset(offset), 1).await.unwrap().bytes);
-                        assert_eq!(got, vec![(*base, 2, *fill)], "offset {offset}, round {round}");
+                        assert_eq!(
+                            got,
+                            vec![(*base, 2, *fill)],
+                            "offset {offset}, round {round}"
+                        );
                     }
                 }
                 let got = batches_of(&l.read(Offset(0), 1 << 20).await.unwrap().bytes);
