@@ -144,10 +144,7 @@ async fn read_phase(dir: &Path, readers: usize) -> anyhow::Result<(u64, f64)> {
     let tasks: Vec<_> = (0..readers)
         .map(|lane| {
             let log = log.clone();
-            let (from, to) = (
-                end * lane / readers,
-                end * (lane + 1) / readers,
-            );
+            let (from, to) = (end * lane / readers, end * (lane + 1) / readers);
             glommio::spawn_local(async move {
                 let mut at = from;
                 let mut bytes = 0u64;
@@ -172,25 +169,38 @@ async fn read_phase(dir: &Path, readers: usize) -> anyhow::Result<(u64, f64)> {
     Ok((bytes, seconds))
 }
 
-/// One round: the raw disk baseline, then every phase, each phase quoted
-/// against this round's baseline.
-fn round(args: &EngineBenchArgs, round: usize) -> anyhow::Result<(DiskBaseline, Vec<Phase>)> {
+/// Measures the raw disk beside a phase: just before it in odd rounds,
+/// just after it in even ones, so that neither side always runs first.
+///
+/// The baseline runs on a thread of its own and blocks the caller's
+/// executor meanwhile, when the phase has no I/O left in flight.
+async fn beside<T>(
+    dir: &Path,
+    bytes: u64,
+    round: usize,
+    phase: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<(DiskBaseline, T)> {
+    if round % 2 == 1 {
+        let disk = sluice_bench::disk::measure(dir, bytes)?;
+        Ok((disk, phase.await?))
+    } else {
+        let out = phase.await?;
+        Ok((sluice_bench::disk::measure(dir, bytes)?, out))
+    }
+}
+
+/// One round: every phase, each quoted against a raw disk baseline
+/// measured beside it.
+fn round(args: &EngineBenchArgs, round: usize) -> anyhow::Result<Vec<(DiskBaseline, Phase)>> {
     let scratch = tempfile::Builder::new()
         .prefix("sluice-engine-bench-")
         .tempdir_in(&args.dir)
         .context("creating the scratch directory")?;
-    eprintln!(
-        "round {round}: raw direct-I/O baseline of {} ({} MiB)...",
-        args.dir.display(),
-        args.bytes >> 20
-    );
-    let disk = sluice_bench::disk::measure(scratch.path(), args.bytes)?;
     let root = scratch.path().to_path_buf();
     let bytes = args.bytes;
     let shape = (args.appenders.max(1), args.group_bytes.max(1));
     let readers = args.readers;
-    let (write_mb, read_mb) = (disk.write_mb_per_s, disk.read_mb_per_s);
-    let phases = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .name("engine-bench")
         .spawn(move || async move {
             sluice_engine::prime_direct_io(&root, ".probe")
@@ -205,46 +215,55 @@ fn round(args: &EngineBenchArgs, round: usize) -> anyhow::Result<(DiskBaseline, 
                     let dir = root.join(format!("append-{batch_bytes}-{name}"));
                     let batch = batch_of(batch_bytes);
                     eprintln!(
-                        "round {round}: appending {} MiB of {batch_bytes}-byte batches, {name}...",
+                        "round {round}: appending {} MiB of {batch_bytes}-byte batches, {name}, beside the raw disk...",
                         bytes >> 20
                     );
-                    let seconds = append_phase(&dir, &batch, bytes, durability, shape).await?;
+                    let phase = append_phase(&dir, &batch, bytes, durability, shape);
+                    let (disk, seconds) = beside(&root, bytes, round, phase).await?;
                     let group_bytes = (shape.1 / batch.len()).max(1) as u64 * batch.len() as u64;
                     let written = bytes.div_ceil(group_bytes) * group_bytes;
                     let mb_per_s = written as f64 / 1e6 / seconds;
-                    phases.push(Phase {
-                        name: format!("append {batch_bytes} B batches"),
-                        batch_bytes: batch.len(),
-                        durability: name,
-                        bytes: written,
-                        seconds,
-                        mb_per_s,
-                        fraction_of_disk: mb_per_s / write_mb,
-                    });
+                    let fraction_of_disk = mb_per_s / disk.write_mb_per_s;
+                    phases.push((
+                        disk,
+                        Phase {
+                            name: format!("append {batch_bytes} B batches"),
+                            batch_bytes: batch.len(),
+                            durability: name,
+                            bytes: written,
+                            seconds,
+                            mb_per_s,
+                            fraction_of_disk,
+                        },
+                    ));
                     if !(batch_bytes == 16 << 10 && durability == Durability::Synced) {
                         std::fs::remove_dir_all(&dir)?;
                     }
                 }
             }
-            eprintln!("round {round}: reading the 16 KiB log back...");
-            let (read_bytes, seconds) =
-                read_phase(&root.join(format!("append-{}-synced", 16 << 10)), readers).await?;
+            eprintln!("round {round}: reading the 16 KiB log back, beside the raw disk...");
+            let log_dir = root.join(format!("append-{}-synced", 16 << 10));
+            let phase = read_phase(&log_dir, readers);
+            let (disk, (read_bytes, seconds)) = beside(&root, bytes, round, phase).await?;
             let mb_per_s = read_bytes as f64 / 1e6 / seconds;
-            phases.push(Phase {
-                name: "sequential read".into(),
-                batch_bytes: 16 << 10,
-                durability: "-",
-                bytes: read_bytes,
-                seconds,
-                mb_per_s,
-                fraction_of_disk: mb_per_s / read_mb,
-            });
+            let fraction_of_disk = mb_per_s / disk.read_mb_per_s;
+            phases.push((
+                disk,
+                Phase {
+                    name: "sequential read".into(),
+                    batch_bytes: 16 << 10,
+                    durability: "-",
+                    bytes: read_bytes,
+                    seconds,
+                    mb_per_s,
+                    fraction_of_disk,
+                },
+            ));
             Ok::<_, anyhow::Error>(phases)
         })
         .map_err(|e| anyhow::anyhow!("starting the engine bench executor: {e}"))?
         .join()
-        .map_err(|e| anyhow::anyhow!("engine bench executor: {e}"))??;
-    Ok((disk, phases))
+        .map_err(|e| anyhow::anyhow!("engine bench executor: {e}"))?
 }
 
 /// The middle value (the mean of the middle two for an even count).
@@ -263,6 +282,9 @@ struct Summary {
     name: String,
     durability: &'static str,
     median_mb_per_s: f64,
+    /// The median of the baselines beside the phase: write bandwidth for
+    /// appends, read bandwidth for reads.
+    median_disk_mb_per_s: f64,
     median_fraction_of_disk: f64,
     min_fraction_of_disk: f64,
     max_fraction_of_disk: f64,
@@ -276,39 +298,53 @@ pub fn run(args: &EngineBenchArgs) -> anyhow::Result<()> {
     for r in 1..=rounds {
         results.push(round(args, r)?);
     }
-    let (_, first) = &results[0];
+    let first = &results[0];
     let summary: Vec<Summary> = (0..first.len())
         .map(|i| {
-            let fractions: Vec<f64> = results.iter().map(|(_, p)| p[i].fraction_of_disk).collect();
+            let fractions: Vec<f64> = results.iter().map(|r| r[i].1.fraction_of_disk).collect();
+            let phase = &first[i].1;
             Summary {
-                name: first[i].name.clone(),
-                durability: first[i].durability,
-                median_mb_per_s: median(results.iter().map(|(_, p)| p[i].mb_per_s).collect()),
+                name: phase.name.clone(),
+                durability: phase.durability,
+                median_mb_per_s: median(results.iter().map(|r| r[i].1.mb_per_s).collect()),
+                median_disk_mb_per_s: median(
+                    results
+                        .iter()
+                        .map(|r| {
+                            let (d, p) = &r[i];
+                            if p.durability == "-" {
+                                d.read_mb_per_s
+                            } else {
+                                d.write_mb_per_s
+                            }
+                        })
+                        .collect(),
+                ),
                 median_fraction_of_disk: median(fractions.clone()),
                 min_fraction_of_disk: fractions.iter().copied().fold(f64::INFINITY, f64::min),
                 max_fraction_of_disk: fractions.iter().copied().fold(0.0, f64::max),
             }
         })
         .collect();
-    let disk_write = median(results.iter().map(|(d, _)| d.write_mb_per_s).collect());
-    let disk_read = median(results.iter().map(|(d, _)| d.read_mb_per_s).collect());
     println!(
-        "disk {}: raw direct-I/O write {disk_write:.1} MB/s, read {disk_read:.1} MB/s \
-         (medians of {rounds} rounds; {} x {} B in flight)",
+        "{} rounds on {}; each phase beside a raw direct-I/O baseline of the same \
+         bytes ({} x {} B in flight); medians, and the range of the fraction",
+        rounds,
         args.dir.display(),
         sluice_bench::disk::IN_FLIGHT,
         sluice_bench::disk::BLOCK_BYTES
     );
     println!(
-        "{:<28} {:>9} {:>10} {:>9} {:>15}",
-        "phase", "sync", "MB/s", "of disk", "range of disk"
+        "{:<26} {:>8} {:>9} {:>9} {:>8} {:>15}",
+        "phase", "sync", "MB/s", "disk MB/s", "of disk", "range of disk"
     );
     for p in &summary {
         println!(
-            "{:<28} {:>9} {:>10.1} {:>8.1}% {:>6.1}%-{:>5.1}%",
+            "{:<26} {:>8} {:>9.1} {:>9.1} {:>7.1}% {:>6.1}%-{:>5.1}%",
             p.name,
             p.durability,
             p.median_mb_per_s,
+            p.median_disk_mb_per_s,
             p.median_fraction_of_disk * 100.0,
             p.min_fraction_of_disk * 100.0,
             p.max_fraction_of_disk * 100.0
@@ -317,7 +353,11 @@ pub fn run(args: &EngineBenchArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.json {
         let rounds: Vec<_> = results
             .iter()
-            .map(|(disk, phases)| serde_json::json!({ "disk_baseline": disk, "phases": phases }))
+            .map(|r| {
+                r.iter()
+                    .map(|(disk, phase)| serde_json::json!({ "disk_baseline": disk, "phase": phase }))
+                    .collect::<Vec<_>>()
+            })
             .collect();
         let doc = serde_json::json!({
             "machine": sluice_bench::report::machine(),
