@@ -11,16 +11,18 @@
 //!   rest staged in the tail for the next write;
 //! * a write ending inside a block (a partial write) is issued only when
 //!   nothing else is in flight, so that an ack never waits for a block to
-//!   fill. While it is in flight its block is busy: later writes start at
-//!   the next block, and the busy block, filled meanwhile, is stale and
+//!   fill. While it is in flight its last block is busy: later writes start
+//!   at the next block, and the busy block, filled meanwhile, is stale and
 //!   written again once the partial write has completed.
+//!
+//! Long runs go as several writes of at most a piece (1 MiB) each.
 //!
 //! Everything below [`Pipeline::on_disk`] is on disk: the ranges of the
 //! completed writes, joined from the segment start. No write in flight
 //! changes a byte below it (a block is only written again with the same
 //! bytes in front), so a crash at any moment keeps that prefix.
 
-/// The longest single write; longer runs of whole blocks go as several.
+/// The longest single write; longer runs go as several.
 pub(crate) const WRITE_PIECE_BYTES: usize = 1 << 20;
 
 /// A direct-I/O write to start: `len` bytes at `pos` (a block boundary), to
@@ -161,8 +163,8 @@ impl Pipeline {
     }
 
     /// Stages `new_bytes` more bytes behind the tail and returns the writes
-    /// to start: whole blocks only if `whole_only`, else everything, a
-    /// partial last block as a write of its own. `fill(pos, dst)` copies the
+    /// to start: whole blocks only if `whole_only`, else everything, the
+    /// last write ending inside a block. `fill(pos, dst)` copies the
     /// staged bytes from file position `pos` (the tail, then the new bytes)
     /// into `dst`; it is asked for the new tail and a stale block.
     pub(crate) fn issue(
@@ -187,17 +189,14 @@ impl Pipeline {
             let mut stale = vec![0; block];
             fill(aligned, &mut stale);
             self.stale = Some((aligned, stale));
-            self.start_whole(&mut writes, aligned + block as u64, whole - block);
+            self.start_run(&mut writes, aligned + block as u64, whole - block);
+            self.issued_end = whole_end;
+        } else if whole_only {
+            self.start_run(&mut writes, aligned, whole);
             self.issued_end = whole_end;
         } else {
-            if whole > 0 {
-                self.start_whole(&mut writes, aligned, whole);
-            }
-            self.issued_end = whole_end;
-            if !whole_only && used > whole {
-                writes.push(self.start(whole_end, end, used - whole, true));
-                self.issued_end = end;
-            }
+            self.start_run(&mut writes, aligned, used);
+            self.issued_end = end;
         }
         let mut tail = vec![0; used - whole];
         fill(whole_end, &mut tail);
@@ -237,14 +236,16 @@ impl Pipeline {
         }
     }
 
-    /// Starts writes of `len` bytes of whole blocks at `pos`, at most a
-    /// piece each, so that the device works on several at once.
-    fn start_whole(&mut self, writes: &mut Vec<Write>, pos: u64, len: usize) {
+    /// Starts writes of the `len` bytes at `pos`, at most a piece each, so
+    /// that the device works on several at once; the last one may end
+    /// inside a block.
+    fn start_run(&mut self, writes: &mut Vec<Write>, pos: u64, len: usize) {
         let mut at = 0;
         while at < len {
             let n = (len - at).min(self.piece);
             let lo = pos + at as u64;
-            writes.push(self.start(lo, lo + n as u64, n, false));
+            let hi = lo + n as u64;
+            writes.push(self.start(lo, hi, n, hi % self.block != 0));
             at += n;
         }
     }
@@ -260,7 +261,7 @@ impl Pipeline {
             partial,
         });
         if partial {
-            self.busy_block = Some(pos);
+            self.busy_block = Some(hi - hi % self.block);
         }
         Write {
             id,
