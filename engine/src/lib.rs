@@ -45,6 +45,7 @@ pub use log::{
     AppendOutcome, CleanupPolicy, Clock, Durability, Log, LogConfig, LogContext, OpenReport,
     ReadOutcome, RetentionOutcome, SystemClock, TimestampLookup,
 };
+pub use signal::Signal;
 
 /// A Kafka record offset within one partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

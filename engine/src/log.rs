@@ -330,7 +330,7 @@ impl Drop for PipelineGuard<'_> {
             st.writes.allocating = false;
         }
         drop(st);
-        self.0.written.notify_all();
+        self.0.written.notify();
     }
 }
 
@@ -733,7 +733,7 @@ impl Log {
                     let _guard = PipelineGuard(self, false);
                     self.allocate(size).await?;
                 }
-                Step::Wait => self.written.changed(seen).await,
+                Step::Wait => self.written.changed_since(seen).await,
             }
         }
     }
@@ -924,7 +924,7 @@ impl Log {
                 }
             };
             complete_write(&mut state.borrow_mut(), id, ok, interval, &context);
-            written.notify_all();
+            written.notify();
         })
         .detach();
     }

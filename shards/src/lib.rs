@@ -17,7 +17,6 @@ pub mod broker;
 pub mod config;
 pub mod controller;
 pub mod error;
-pub mod event;
 pub mod groups;
 pub mod ids;
 pub mod join;

@@ -20,7 +20,6 @@ use sluice_wire::ErrorCode;
 use crate::config::BrokerConfig;
 use crate::controller::Controller;
 use crate::error::{Error, Result};
-use crate::event::Event;
 use crate::groups::{Coordinator, OFFSETS_TOPIC};
 use crate::ids::{PartitionId, ShardId, TopicPartition};
 use crate::join::{join_all, select_first};
@@ -31,6 +30,7 @@ use crate::mesh::{
 use crate::metadata::{self, ClusterMeta};
 use crate::partition::Partition;
 use crate::server::error_codes;
+use sluice_engine::Signal;
 
 /// How long one shard waits for another to answer ordinary work.
 pub const SHARD_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -49,9 +49,9 @@ pub struct Shard {
     partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
     pub mesh: Mesh,
     /// Notified whenever a partition of this shard gets new committed data.
-    pub data_arrived: Event,
+    pub data_arrived: Signal,
     /// Notified once, when the shard starts shutting down.
-    pub stopping: Event,
+    pub stopping: Signal,
     /// Present on shard 0 only: the one writer of cluster metadata.
     pub controller: Option<Controller>,
     /// The consumer groups this shard coordinates.
@@ -84,8 +84,8 @@ impl Shard {
             meta: RefCell::new(meta),
             partitions: RefCell::new(HashMap::new()),
             mesh,
-            data_arrived: Event::default(),
-            stopping: Event::default(),
+            data_arrived: Signal::default(),
+            stopping: Signal::default(),
             groups: Coordinator::new(config.group_config()),
             config,
             controller,
