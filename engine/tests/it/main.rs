@@ -124,6 +124,20 @@ pub(crate) async fn open(dir: &Path, config: LogConfig) -> Log {
         .expect("open log")
 }
 
+/// Every batch from the log start to the high watermark, in large reads.
+pub(crate) async fn all_batches(log: &Log) -> Vec<(i64, i32, u8)> {
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset().0;
+    let end = log.high_watermark().0;
+    while offset < end {
+        let got = batches_of(&log.read(Offset(offset), 1 << 20).await.unwrap().bytes);
+        let last = *got.last().unwrap();
+        offset = last.0 + last.1 as i64;
+        out.extend(got);
+    }
+    out
+}
+
 /// Every offset reads back from the batch that holds it, across segments.
 #[test]
 fn appends_read_back_from_every_offset_across_segments() {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sluice_engine::{Durability, LeaderEpoch, Log, LogConfig, LogContext, Offset, TailCacheBudget};
 
-use crate::{batch, batches_of, run, seed, Rng};
+use crate::{all_batches, batch, batches_of, run, seed, Rng};
 
 const TASKS: u64 = 16;
 const GROUPS: u64 = 30;
@@ -36,23 +36,6 @@ async fn open_small_cache(dir: &Path) -> Log {
     Log::open(dir.to_path_buf(), config(), context)
         .await
         .expect("open log")
-}
-
-/// Every batch from offset 0 up to the high watermark, in large reads.
-async fn read_all(log: &Log) -> Vec<(i64, i32, u8)> {
-    let hw = log.high_watermark().0;
-    let mut at = 0;
-    let mut seen = Vec::new();
-    while at < hw {
-        let got = batches_of(&log.read(Offset(at), 200_000).await.unwrap().bytes);
-        let last = *got
-            .last()
-            .expect("a read below the high watermark returns a batch");
-        assert!(got[0].0 <= at, "the first batch holds the offset asked for");
-        at = last.0 + last.1 as i64;
-        seen.extend(got);
-    }
-    seen
 }
 
 /// Appends from `TASKS` concurrent tasks, each `GROUPS` groups of 1-5
@@ -168,7 +151,11 @@ fn pipelined_appends_land_once_in_order_and_survive_reopening() {
             let log = Rc::new(open_small_cache(&dir).await);
             let mut expected = append_concurrently(&log, seed, 0).await;
             assert!(log.segment_count() >= 2, "appends rolled segments");
-            assert_eq!(read_all(&log).await, expected, "read back before closing");
+            assert_eq!(
+                all_batches(&log).await,
+                expected,
+                "read back before closing"
+            );
             log.close().await.unwrap();
             drop(log);
 
@@ -178,7 +165,7 @@ fn pipelined_appends_land_once_in_order_and_survive_reopening() {
                 "a closed log restarts clean"
             );
             assert_eq!(
-                read_all(&log).await,
+                all_batches(&log).await,
                 expected,
                 "read back after a clean restart"
             );
@@ -194,7 +181,7 @@ fn pipelined_appends_land_once_in_order_and_survive_reopening() {
                 "every returned append was whole on disk"
             );
             assert_eq!(
-                read_all(&log).await,
+                all_batches(&log).await,
                 expected,
                 "read back after an unclean stop"
             );

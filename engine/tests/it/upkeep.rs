@@ -13,7 +13,7 @@ use sluice_engine::{
     Offset, RecordCodec, RecordKey, TailCacheBudget,
 };
 
-use crate::{batch, batches_of, open, run, small_config, varint};
+use crate::{all_batches, batch, batches_of, open, run, small_config, varint};
 
 /// A clock the test moves by hand.
 struct TestClock(Cell<i64>);
@@ -227,19 +227,6 @@ async fn fill(log: &Log, n: i64) -> i64 {
         .unwrap();
     }
     log.high_watermark().0
-}
-
-async fn all_batches(log: &Log) -> Vec<(i64, i32, u8)> {
-    let mut out = Vec::new();
-    let mut offset = log.log_start_offset().0;
-    let end = log.high_watermark().0;
-    while offset < end {
-        let got = batches_of(&log.read(Offset(offset), 1 << 20).await.unwrap().bytes);
-        let last = *got.last().unwrap();
-        offset = last.0 + last.1 as i64;
-        out.extend(got);
-    }
-    out
 }
 
 /// A clean close lets the next open trust every segment without reading it;
