@@ -63,6 +63,40 @@ fn advertised(config: &BrokerConfig, bound: SocketAddr) -> (String, i32) {
     (bound.ip().to_string(), bound.port() as i32)
 }
 
+/// The lock file of a data directory, as Kafka names it in its log directories.
+pub const DATA_DIR_LOCK_FILE: &str = ".lock";
+
+/// Takes an exclusive `flock` on the data directory's lock file; the lock
+/// lasts as long as the returned file is open (and ends with the process).
+fn lock_data_dir(dir: &Path) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join(DATA_DIR_LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| Error::Io {
+            op: "open lock file",
+            path: path.clone(),
+            source,
+        })?;
+    // SAFETY: flock on a descriptor this function owns; no memory is shared.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let source = std::io::Error::last_os_error();
+        if source.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(Error::DataDirInUse(dir.to_path_buf()));
+        }
+        return Err(Error::Io {
+            op: "lock data dir",
+            path,
+            source,
+        });
+    }
+    Ok(file)
+}
+
 /// Runs a broker node until `stop` is raised. `on_ready` gets the bound
 /// address once every shard accepts connections.
 pub fn run(
@@ -80,6 +114,9 @@ pub fn run(
         path: config.data_dir.clone(),
         source,
     })?;
+    // Held until this function returns: a second broker on the same data
+    // directory would write the same segments.
+    let _lock = lock_data_dir(&config.data_dir)?;
     let meta = Arc::new(MetadataStore::new(&config.data_dir).load()?);
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

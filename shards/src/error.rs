@@ -31,6 +31,8 @@ pub enum Error {
     },
     #[error("executor: {0}")]
     Executor(String),
+    #[error("data directory {0} is in use by another broker (its lock file is held)")]
+    DataDirInUse(std::path::PathBuf),
     #[error("bind {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,

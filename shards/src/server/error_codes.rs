@@ -28,7 +28,9 @@ pub fn broker(e: &Error) -> ErrorCode {
         Error::ShardUnavailable(..) => ErrorCode::NOT_LEADER_OR_FOLLOWER,
         Error::Timeout(_) => ErrorCode::REQUEST_TIMED_OUT,
         Error::Io { .. } | Error::MetadataFormat { .. } => ErrorCode::KAFKA_STORAGE_ERROR,
-        Error::Executor(_) | Error::Bind { .. } => ErrorCode::UNKNOWN_SERVER_ERROR,
+        Error::Executor(_) | Error::Bind { .. } | Error::DataDirInUse(_) => {
+            ErrorCode::UNKNOWN_SERVER_ERROR
+        }
     }
 }
 

@@ -355,3 +355,51 @@ fn compacted_topics_keep_the_latest_value_per_key() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// A second broker on a data directory in use refuses to start, and says
+/// why; once the first broker has stopped, the directory can be used again.
+#[test]
+fn a_data_directory_serves_one_broker_at_a_time() {
+    let mut first = Broker::start();
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "broker",
+            "--listen",
+            "127.0.0.1:0",
+            "--shards",
+            "1",
+            "--data-dir",
+        ])
+        .arg(&first.data_dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn a second broker");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while second.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("a second broker on a data directory in use kept running");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = second.wait_with_output().expect("second broker output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the second broker must not start: {stderr}"
+    );
+    assert!(
+        stderr.contains("is in use by another broker"),
+        "the second broker names the reason: {stderr}"
+    );
+    assert!(first.is_running(), "the first broker is untouched");
+    first.stop();
+    first.restart();
+    assert!(
+        first.is_running(),
+        "the directory is free once the first broker stopped"
+    );
+    first.stop();
+}
