@@ -1,8 +1,8 @@
 //! Starting and stopping a node: one pinned glommio executor per shard.
 //!
-//! Start-up order: shard 0 binds the listening address first (resolving port
-//! 0 if asked), then every other shard binds the same address with
-//! SO_REUSEPORT; all shards connect the mesh, open and recover the partitions
+//! Start-up order: the data directory is locked and the listening address
+//! checked to be free, shard 0 binds it first (resolving port 0 if asked),
+//! then every other shard binds the same address with SO_REUSEPORT; all shards connect the mesh, open and recover the partitions
 //! they own, and only then accept connections. The caller is told the bound
 //! address once every shard serves.
 //!
@@ -117,6 +117,16 @@ pub fn run(
     // Held until this function returns: a second broker on the same data
     // directory would write the same segments.
     let _lock = lock_data_dir(&config.data_dir)?;
+    // The shards bind with SO_REUSEPORT, which would let them share a port
+    // with another broker's shards and split its clients between the two.
+    // A plain bind first fails if anything already listens there.
+    if config.listen.port() != 0 {
+        let probe = std::net::TcpListener::bind(config.listen).map_err(|source| Error::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        drop(probe);
+    }
     let meta = Arc::new(MetadataStore::new(&config.data_dir).load()?);
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -356,43 +356,47 @@ fn compacted_topics_keep_the_latest_value_per_key() {
     }
 }
 
-/// A second broker on a data directory in use refuses to start, and says
-/// why; once the first broker has stopped, the directory can be used again.
-#[test]
-fn a_data_directory_serves_one_broker_at_a_time() {
-    let mut first = Broker::start();
-    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args([
-            "broker",
-            "--listen",
-            "127.0.0.1:0",
-            "--shards",
-            "1",
-            "--data-dir",
-        ])
-        .arg(&first.data_dir)
+/// Runs `sluice broker` with `listen` and `data_dir`, expecting it to refuse
+/// to start; returns what it wrote to stderr.
+fn refused_broker(listen: &str, data_dir: &std::path::Path) -> String {
+    let mut broker = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["broker", "--shards", "1", "--listen", listen, "--data-dir"])
+        .arg(data_dir)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn a second broker");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while second.try_wait().expect("try_wait").is_none() {
+    while broker.try_wait().expect("try_wait").is_none() {
         if Instant::now() > deadline {
-            let _ = second.kill();
-            panic!("a second broker on a data directory in use kept running");
+            let _ = broker.kill();
+            panic!("a broker that should have refused to start kept running");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let out = second.wait_with_output().expect("second broker output");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "the second broker must not start: {stderr}"
-    );
+    let out = broker.wait_with_output().expect("broker output");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "the broker must not start: {stderr}");
+    stderr
+}
+
+/// A second broker on a data directory or an address in use refuses to
+/// start, and says why; once the first broker has stopped, the directory
+/// can be used again.
+#[test]
+fn a_data_directory_and_an_address_serve_one_broker_at_a_time() {
+    let mut first = Broker::start();
+    let stderr = refused_broker("127.0.0.1:0", &first.data_dir);
     assert!(
         stderr.contains("is in use by another broker"),
         "the second broker names the reason: {stderr}"
+    );
+    let other_dir = tempfile::tempdir().expect("temp dir");
+    let stderr = refused_broker(&first.addr, other_dir.path());
+    assert!(
+        stderr.contains(&format!("bind {}", first.addr)),
+        "the second broker names the address: {stderr}"
     );
     assert!(first.is_running(), "the first broker is untouched");
     first.stop();
