@@ -63,6 +63,47 @@ fn advertised(config: &BrokerConfig, bound: SocketAddr) -> (String, i32) {
     (bound.ip().to_string(), bound.port() as i32)
 }
 
+/// How long the check that the listening address is free waits for one
+/// connection attempt to be answered...
+const LISTEN_PROBE_TIMEOUT: Duration = Duration::from_millis(200);
+/// ...and for the address to fall free. A killed broker's listening socket
+/// outlives the process for a moment (its io_uring is torn down
+/// asynchronously), so a restart right after kill -9 still finds it.
+const LISTEN_FREE_WAIT: Duration = Duration::from_secs(3);
+
+/// Fails if anything keeps accepting connections on `addr`. A plain bind
+/// cannot tell: it also fails on connections of a previous run still in
+/// TIME_WAIT.
+fn ensure_nothing_listens(addr: SocketAddr) -> Result<()> {
+    let target = if addr.ip().is_unspecified() {
+        let loopback: std::net::IpAddr = if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
+        SocketAddr::new(loopback, addr.port())
+    } else {
+        addr
+    };
+    let deadline = Instant::now() + LISTEN_FREE_WAIT;
+    // Each pass sleeps or returns; the deadline bounds the loop.
+    loop {
+        if std::net::TcpStream::connect_timeout(&target, LISTEN_PROBE_TIMEOUT).is_err() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Bind {
+                addr,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "another process already listens on this address",
+                ),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The lock file of a data directory, as Kafka names it in its log directories.
 pub const DATA_DIR_LOCK_FILE: &str = ".lock";
 
@@ -119,13 +160,8 @@ pub fn run(
     let _lock = lock_data_dir(&config.data_dir)?;
     // The shards bind with SO_REUSEPORT, which would let them share a port
     // with another broker's shards and split its clients between the two.
-    // A plain bind first fails if anything already listens there.
     if config.listen.port() != 0 {
-        let probe = std::net::TcpListener::bind(config.listen).map_err(|source| Error::Bind {
-            addr: config.listen,
-            source,
-        })?;
-        drop(probe);
+        ensure_nothing_listens(config.listen)?;
     }
     let meta = Arc::new(MetadataStore::new(&config.data_dir).load()?);
     let seed = std::time::SystemTime::now()
