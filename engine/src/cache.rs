@@ -65,6 +65,7 @@ pub(crate) struct TailCache {
 impl TailCache {
     /// Adds the batches of one completed write; `batches` lists each batch's
     /// base offset and position in `bytes`, `end` is one past its last offset.
+    #[cfg(test)]
     pub(crate) fn insert(
         &mut self,
         budget: &TailCacheBudget,
@@ -72,6 +73,27 @@ impl TailCache {
         batches: Vec<(Offset, u32)>,
         end: Offset,
     ) {
+        self.insert_with(budget, bytes.len(), end, || (bytes, batches));
+    }
+
+    /// Like [`TailCache::insert`] for a chunk of `len` bytes that `build`
+    /// makes, called only if the chunk fits the log's share: a chunk too
+    /// large to keep empties the cache (the rest would no longer reach the
+    /// written end) and costs no copy.
+    pub(crate) fn insert_with(
+        &mut self,
+        budget: &TailCacheBudget,
+        len: usize,
+        end: Offset,
+        build: impl FnOnce() -> (Bytes, Vec<(Offset, u32)>),
+    ) {
+        let share = budget.share_bytes();
+        if len > share {
+            self.clear();
+            return;
+        }
+        let (bytes, batches) = build();
+        assert_eq!(bytes.len(), len, "the chunk is as long as announced");
         assert!(!batches.is_empty(), "a write holds batches");
         let base = batches[0].0;
         if let Some(last) = self.chunks.back() {
@@ -79,11 +101,6 @@ impl TailCache {
                 // Not contiguous (cannot happen on one log): start over.
                 self.clear();
             }
-        }
-        let share = budget.share_bytes();
-        if bytes.len() > share {
-            self.clear();
-            return;
         }
         self.bytes += bytes.len();
         self.chunks.push_back(Chunk {
@@ -99,11 +116,6 @@ impl TailCache {
                 .expect("over budget means non-empty");
             self.bytes -= old.bytes.len();
         }
-    }
-
-    /// Whether a chunk of `len` bytes would be kept.
-    pub(crate) fn admits(&self, budget: &TailCacheBudget, len: usize) -> bool {
-        len <= budget.share_bytes()
     }
 
     pub(crate) fn clear(&mut self) {

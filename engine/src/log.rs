@@ -46,7 +46,8 @@ use crate::segment::{self, Segment, CLEANED_EXT, INDEX_EXT, LOG_EXT, TIME_INDEX_
 use crate::signal::Signal;
 use crate::{FilePos, LeaderEpoch, Offset};
 
-/// The most bytes one direct-I/O write carries; larger queues take several.
+/// The most queued bytes one append stages at a time; they go out as writes
+/// of at most `WRITE_PIECE_BYTES` each.
 pub const WRITE_BYTES_MAX: usize = 8 << 20;
 /// The most writes of one log in flight at once.
 const FLIGHTS_MAX: usize = 16;
@@ -774,8 +775,8 @@ impl Log {
                     return Ok(Step::Wait);
                 }
                 if st.writes.pipeline.unissued() {
-                    let issued = self.issue(&mut st, &file, block, 0, 0, false);
-                    assert!(issued, "a staged remainder is issued when idle");
+                    // Idle, and the stale block went above: only the tail is left.
+                    self.issue(&mut st, &file, block, 0, 0, false);
                     return Ok(Step::Issued);
                 }
                 assert!(st.writes.staged.is_empty(), "drained means all written");
@@ -816,8 +817,7 @@ impl Log {
         if reach > allocated_end {
             return Ok(allocate.map_or(Step::Wait, Step::Allocate));
         }
-        let issued = self.issue(&mut st, &file, block, count, bytes, whole_only);
-        assert!(issued, "what can be issued is");
+        self.issue(&mut st, &file, block, count, bytes, whole_only);
         Ok(allocate.map_or(Step::Issued, Step::Allocate))
     }
 
@@ -835,7 +835,8 @@ impl Log {
 
     /// Stages the first `count` queued batches (`bytes` long) behind the
     /// pipeline's tail and starts the writes it plans for them, copying
-    /// each batch, stamped, straight into the writes' buffers.
+    /// each batch, stamped, straight into the writes' buffers. The caller
+    /// has checked that the pipeline can issue them.
     fn issue(
         &self,
         st: &mut State,
@@ -844,10 +845,7 @@ impl Log {
         count: usize,
         bytes: usize,
         whole_only: bool,
-    ) -> bool {
-        if !st.writes.pipeline.can_issue(bytes, whole_only) {
-            return false;
-        }
+    ) {
         let start = st.writes.pipeline.tail_block();
         let tail = st.writes.pipeline.tail().to_vec();
         let mut at = st.writes.pipeline.staged_end();
@@ -878,7 +876,6 @@ impl Log {
             self.write_out(file, block, w, Some(&staging));
         }
         st.writes.staged.extend(batches);
-        true
     }
 
     /// Fills the buffer of a planned write, padded with zeros to whole
@@ -1584,20 +1581,18 @@ fn complete_write(st: &mut State, id: u64, ok: bool, interval: u64, context: &Lo
     // The cache takes its own stamped copy, made only if it keeps it, and
     // after the writes went out.
     let len: usize = batches.iter().map(|b| b.bytes.len()).sum();
-    if st.cache.admits(&context.cache_budget, len) {
-        let mut copy = BytesMut::with_capacity(len);
-        let mut index = Vec::with_capacity(batches.len());
-        for b in &batches {
-            index.push((b.base_offset, copy.len() as u32));
-            let at = copy.len();
-            copy.extend_from_slice(&b.bytes);
-            batch::stamp(&mut copy[at..], b.base_offset.0, b.leader_epoch.0);
-        }
-        st.cache
-            .insert(&context.cache_budget, copy.freeze(), index, new_written);
-    } else {
-        st.cache.clear();
-    }
+    st.cache
+        .insert_with(&context.cache_budget, len, new_written, || {
+            let mut copy = BytesMut::with_capacity(len);
+            let mut index = Vec::with_capacity(batches.len());
+            for b in &batches {
+                index.push((b.base_offset, copy.len() as u32));
+                let at = copy.len();
+                copy.extend_from_slice(&b.bytes);
+                batch::stamp(&mut copy[at..], b.base_offset.0, b.leader_epoch.0);
+            }
+            (copy.freeze(), index)
+        });
     if st.synced_offset == st.written_offset {
         st.unsynced_since_ms = Some(now_ms);
     }
@@ -1636,11 +1631,11 @@ impl Staging<'_> {
             let src = &b.bytes[(lo - b.pos) as usize..(hi - b.pos) as usize];
             dst[(lo - pos) as usize..(hi - pos) as usize].copy_from_slice(src);
             // The stamped header fields, where they fall in `dst`.
-            let mut header = [0u8; batch::STAMPED_BYTES];
-            header.copy_from_slice(&b.bytes[..batch::STAMPED_BYTES]);
-            batch::stamp(&mut header, b.base_offset.0, b.leader_epoch.0);
             let h_hi = (b.pos + batch::STAMPED_BYTES as u64).min(end);
             if lo < h_hi {
+                let mut header = [0u8; batch::STAMPED_BYTES];
+                header.copy_from_slice(&b.bytes[..batch::STAMPED_BYTES]);
+                batch::stamp(&mut header, b.base_offset.0, b.leader_epoch.0);
                 let from = (lo - b.pos) as usize;
                 let to = (h_hi - b.pos) as usize;
                 dst[(lo - pos) as usize..(h_hi - pos) as usize].copy_from_slice(&header[from..to]);

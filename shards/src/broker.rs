@@ -2,9 +2,10 @@
 //!
 //! Start-up order: the data directory is locked and the listening address
 //! checked to be free, shard 0 binds it first (resolving port 0 if asked),
-//! then every other shard binds the same address with SO_REUSEPORT; all shards connect the mesh, open and recover the partitions
-//! they own, and only then accept connections. The caller is told the bound
-//! address once every shard serves.
+//! then every other shard binds the same address with SO_REUSEPORT; all
+//! shards connect the mesh, open and recover the partitions they own, and
+//! only then accept connections. The caller is told the bound address once
+//! every shard serves.
 //!
 //! Shutdown: when the stop flag is raised every shard stops accepting, lets
 //! each connection finish the request it is serving (bounded by
