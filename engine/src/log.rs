@@ -51,6 +51,11 @@ use crate::{FilePos, LeaderEpoch, Offset};
 pub const WRITE_BYTES_MAX: usize = 8 << 20;
 /// The most writes of one log in flight at once.
 const FLIGHTS_MAX: usize = 16;
+/// The most `fdatasync`s of one log in flight at once. An append whose
+/// batches no sync in flight covers starts one at once rather than queue
+/// behind them; the file system joins concurrent syncs into its journal
+/// commits.
+const SYNCS_MAX: usize = 8;
 /// Space is allocated ahead of an active segment's writes in steps that
 /// double from this size (so a quiet log holds little unused space)...
 pub const PREALLOCATE_MIN_BYTES: u64 = 1 << 20;
@@ -262,6 +267,10 @@ pub(crate) struct State {
     high_watermark: Offset,
     pub(crate) written_offset: Offset,
     synced_offset: Offset,
+    /// The offset below which the `fdatasync`s started so far cover.
+    sync_started_to: Offset,
+    /// `fdatasync`s in flight.
+    syncs_in_flight: usize,
     log_end_offset: Offset,
     /// When the oldest unsynced write completed.
     unsynced_since_ms: Option<i64>,
@@ -293,7 +302,8 @@ pub struct Log {
     pub(crate) state: Rc<RefCell<State>>,
     /// Notified when a write completes, a roll ends or the log goes offline.
     written: Rc<Signal>,
-    sync_lock: Semaphore,
+    /// Notified when an `fdatasync` ends.
+    synced: Rc<Signal>,
     /// Held by retention, DeleteRecords and compaction: one at a time
     /// changes the closed segments.
     pub(crate) maintenance_lock: Semaphore,
@@ -500,6 +510,8 @@ impl Log {
             high_watermark: end,
             written_offset: end,
             synced_offset: end,
+            sync_started_to: end,
+            syncs_in_flight: 0,
             log_end_offset: end,
             unsynced_since_ms: None,
             offline: false,
@@ -516,7 +528,7 @@ impl Log {
             config: Cell::new(config),
             state: Rc::new(RefCell::new(state)),
             written: Rc::new(Signal::default()),
-            sync_lock: Semaphore::new(1),
+            synced: Rc::new(Signal::default()),
             maintenance_lock: Semaphore::new(1),
             context,
             open_report: report,
@@ -926,40 +938,75 @@ impl Log {
         .detach();
     }
 
-    /// Syncs until every offset below `end` is on stable storage. Callers
-    /// waiting together share one `fdatasync` of the active segment; closed
-    /// segments were synced when they were closed.
+    /// Syncs until every offset below `end` is on stable storage. An
+    /// append waits for a sync in flight that covers it, or else starts one
+    /// covering everything written so far, which the appends behind it
+    /// share; closed segments were synced when they were closed.
     async fn sync_until(&self, end: Offset) -> Result<()> {
-        if self.state.borrow().synced_offset >= end {
-            return Ok(());
-        }
-        let _permit = self
-            .sync_lock
-            .acquire_permit(1)
-            .await
-            .map_err(|e| Error::glommio("acquire sync lock", &self.dir, e))?;
-        let (target, file) = {
-            let st = self.state.borrow();
-            if st.offline {
-                return Err(Error::Offline(self.dir.clone()));
+        // Each pass starts a sync, returns, or waits for a sync in flight
+        // to end; syncs run as tasks of their own and always end.
+        loop {
+            let seen = self.synced.generation();
+            {
+                let mut st = self.state.borrow_mut();
+                if st.offline {
+                    return Err(Error::Offline(self.dir.clone()));
+                }
+                if st.synced_offset >= end {
+                    return Ok(());
+                }
+                if st.sync_started_to < end && st.syncs_in_flight < SYNCS_MAX {
+                    let target = st.written_offset;
+                    assert!(target >= end, "an offset is synced only after its write");
+                    st.sync_started_to = target;
+                    st.syncs_in_flight += 1;
+                    let file = st.active().file.clone();
+                    drop(st);
+                    self.launch_sync(file, target);
+                }
             }
-            if st.synced_offset >= end {
-                return Ok(());
+            self.synced.changed_since(seen).await;
+        }
+    }
+
+    /// Starts an `fdatasync` of the active segment as a task of its own, so
+    /// that no cancelled append can strand the appends waiting for it.
+    fn launch_sync(&self, file: Rc<DmaFile>, target: Offset) {
+        let state = self.state.clone();
+        let synced = self.synced.clone();
+        let dir = self.dir.clone();
+        glommio::spawn_local(async move {
+            let outcome = file.fdatasync().await;
+            let mut st = state.borrow_mut();
+            st.syncs_in_flight -= 1;
+            match outcome {
+                Ok(()) => {
+                    st.synced_offset = st.synced_offset.max(target);
+                    if st.synced_offset == st.written_offset {
+                        st.unsynced_since_ms = None;
+                    }
+                }
+                Err(e) => {
+                    // After a failed fsync what is on disk is unknown.
+                    tracing::error!(dir = %dir.display(), error = %e, "segment sync failed");
+                    st.offline = true;
+                }
             }
-            (st.written_offset, st.active().file.clone())
-        };
-        assert!(target >= end, "an offset is synced only after its write");
-        if let Err(e) = file.fdatasync().await {
-            // After a failed fsync what is on disk is unknown.
-            self.state.borrow_mut().offline = true;
-            return Err(Error::glommio("sync segment", &self.dir, e));
+            drop(st);
+            synced.notify();
+        })
+        .detach();
+    }
+
+    /// Waits until no `fdatasync` is in flight.
+    async fn syncs_ended(&self) {
+        loop {
+            let seen = self.synced.generation();
+            if self.state.borrow().syncs_in_flight == 0 {
+                return;
+            }
+            self.synced.changed_since(seen).await;
         }
-        let mut st = self.state.borrow_mut();
-        st.synced_offset = st.synced_offset.max(target);
-        if st.synced_offset == st.written_offset {
-            st.unsynced_since_ms = None;
-        }
-        Ok(())
     }
 
     /// Syncs everything written, whatever the policy.
@@ -1519,6 +1566,8 @@ impl Log {
             checkpoint::write_framed(&self.dir.join(CLEAN_SHUTDOWN_FILE), &marker).await?;
             checkpoint::sync_dir(&self.dir).await?;
         }
+        // Syncs started for earlier appends still hold the active file.
+        self.syncs_ended().await;
         let files: Vec<(PathBuf, Rc<DmaFile>)> = {
             let st = self.state.borrow();
             st.segments

@@ -195,3 +195,93 @@ fn pipelined_appends_land_once_in_order_and_survive_reopening() {
         })
     });
 }
+
+/// Appends whose wait for a sync is cancelled strand no other: the appends
+/// sharing their syncs, and those after them, still return synced.
+#[test]
+fn cancelled_synced_appends_strand_no_other() {
+    let seed = seed();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c-0");
+    run(move || {
+        Box::pin(async move {
+            let log = Rc::new(open_small_cache(&dir).await);
+            let kept = Rc::new(RefCell::new(Vec::new()));
+            let tasks: Vec<_> = (0..TASKS)
+                .map(|t| {
+                    let log = log.clone();
+                    let kept = kept.clone();
+                    glommio::spawn_local(async move {
+                        let mut rng = Rng(seed ^ (t + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                        for g in 0..GROUPS {
+                            let fill = (t * GROUPS + g) as u8;
+                            let group = vec![batch(
+                                1 + rng.below(3) as usize,
+                                1 + rng.below(20_000) as usize,
+                                0,
+                                fill,
+                            )];
+                            let append = log.append(&group, LeaderEpoch(1), Durability::Synced);
+                            if t % 2 == 1 {
+                                // Odd tasks give up after a moment, mostly
+                                // while their write or sync is in flight.
+                                let wait = Duration::from_micros(rng.below(3000));
+                                let cancelled = async {
+                                    glommio::timer::sleep(wait).await;
+                                    None
+                                };
+                                let _ = futures_lite::future::or(
+                                    async { Some(append.await) },
+                                    cancelled,
+                                )
+                                .await;
+                                continue;
+                            }
+                            let out = append.await.unwrap();
+                            assert!(
+                                log.synced_offset() > out.last_offset,
+                                "a synced append is synced"
+                            );
+                            kept.borrow_mut().push((out.base_offset.0, fill));
+                        }
+                    })
+                })
+                .collect();
+            let all = async {
+                for t in tasks {
+                    t.await;
+                }
+            };
+            glommio::timer::timeout(Duration::from_secs(30), async {
+                all.await;
+                Ok(())
+            })
+            .await
+            .expect("every append that was not cancelled returned");
+            // Whatever a cancelled append queued is still written and synced.
+            log.sync().await.unwrap();
+            assert_eq!(log.synced_offset(), log.high_watermark());
+            let end = log.high_watermark();
+            log.close().await.unwrap();
+            drop(log);
+
+            let log = Rc::new(open_small_cache(&dir).await);
+            assert_eq!(log.high_watermark(), end, "every queued batch was kept");
+            let stored: Vec<(i64, u8)> = all_batches(&log)
+                .await
+                .into_iter()
+                .map(|(base, _, fill)| (base, fill))
+                .collect();
+            let mut kept = Rc::try_unwrap(kept).unwrap().into_inner();
+            kept.sort();
+            assert_eq!(kept.len() as u64, (TASKS / 2) * GROUPS);
+            for k in &kept {
+                assert!(
+                    stored.binary_search(k).is_ok(),
+                    "returned batch {k:?} is stored"
+                );
+            }
+            log.close().await.unwrap();
+        })
+    });
+}
