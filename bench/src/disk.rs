@@ -9,6 +9,11 @@
 //! the file back the same way. The scratch file is removed afterwards, also
 //! when a phase fails.
 //!
+//! [`measure_synced`] is the reference for appends that wait for an
+//! `fdatasync`: the same writes into a fresh file, each followed by an
+//! `fdatasync` before its task goes on, so that every 1 MiB is durable
+//! before its writer sends the next.
+//!
 //! glommio decides once per thread and device whether reads may use its
 //! polled (IOPOLL) ring by reading the first block of the first direct-I/O
 //! file opened there; on an empty file that probe wrongly succeeds and later
@@ -56,9 +61,15 @@ impl Drop for Scratch {
     }
 }
 
-/// Writes then reads `bytes` (rounded up to whole blocks) in `dir`.
-pub fn measure(dir: &Path, bytes: u64) -> anyhow::Result<DiskBaseline> {
-    let blocks = bytes.div_ceil(BLOCK_BYTES as u64).max(1);
+/// Runs `run` on a fresh executor thread with the path of a new scratch
+/// file in `dir`, created with a synced first block and removed afterwards.
+fn on_scratch_file<T: Send + 'static, F>(
+    dir: &Path,
+    run: impl FnOnce(PathBuf) -> F + Send + 'static,
+) -> anyhow::Result<T>
+where
+    F: std::future::Future<Output = anyhow::Result<T>> + 'static,
+{
     let path = dir.join(format!(".sluice-disk-baseline-{}", std::process::id()));
     let scratch = Scratch(path.clone());
     {
@@ -69,14 +80,21 @@ pub fn measure(dir: &Path, bytes: u64) -> anyhow::Result<DiskBaseline> {
         f.sync_all()
             .with_context(|| format!("syncing {}", path.display()))?;
     }
-    let run_path = path.clone();
-    let (write_s, read_s) = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+    let out = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .name("disk-baseline")
-        .spawn(move || async move { phases(&run_path, blocks).await })
+        .spawn(move || run(path))
         .map_err(|e| anyhow::anyhow!("starting the disk baseline executor: {e}"))?
         .join()
-        .map_err(|e| anyhow::anyhow!("disk baseline executor: {e}"))??;
+        .map_err(|e| anyhow::anyhow!("disk baseline executor: {e}"))?;
     drop(scratch);
+    out
+}
+
+/// Writes then reads `bytes` (rounded up to whole blocks) in `dir`.
+pub fn measure(dir: &Path, bytes: u64) -> anyhow::Result<DiskBaseline> {
+    let blocks = bytes.div_ceil(BLOCK_BYTES as u64).max(1);
+    let (write_s, read_s) =
+        on_scratch_file(dir, move |path| async move { phases(&path, blocks).await })?;
     let total = blocks * BLOCK_BYTES as u64;
     Ok(DiskBaseline {
         dir: dir.display().to_string(),
@@ -88,21 +106,55 @@ pub fn measure(dir: &Path, bytes: u64) -> anyhow::Result<DiskBaseline> {
     })
 }
 
-/// Both timed phases; returns their seconds.
-async fn phases(path: &Path, blocks: u64) -> anyhow::Result<(f64, f64)> {
-    // glommio's errors are not `Sync`; anyhow keeps their text.
-    let io = |op: &'static str| {
-        move |e: glommio::GlommioError<()>| anyhow::anyhow!("{op} {}: {e}", path.display())
-    };
-    let file = Rc::new(
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .dma_open(path)
-            .await
-            .map_err(io("opening"))?,
-    );
-    let started = Instant::now();
+/// Write bandwidth, in MB/s (10^6 bytes), of `bytes` (rounded up to whole
+/// blocks) written in `dir` with an `fdatasync` after every block: the
+/// durable-append reference.
+pub fn measure_synced(dir: &Path, bytes: u64) -> anyhow::Result<f64> {
+    let blocks = bytes.div_ceil(BLOCK_BYTES as u64).max(1);
+    let write_s = on_scratch_file(dir, move |path| async move {
+        let file = open(&path).await?;
+        let started = Instant::now();
+        write_blocks(&file, &path, blocks, true).await?;
+        let write_s = started.elapsed().as_secs_f64();
+        close(file, &path).await?;
+        Ok(write_s)
+    })?;
+    Ok((blocks * BLOCK_BYTES as u64) as f64 / 1e6 / write_s.max(1e-9))
+}
+
+/// glommio's errors are not `Sync`; anyhow keeps their text.
+fn io_error<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl Fn(glommio::GlommioError<()>) -> anyhow::Error + 'a {
+    move |e| anyhow::anyhow!("{op} {}: {e}", path.display())
+}
+
+async fn open(path: &Path) -> anyhow::Result<Rc<glommio::io::DmaFile>> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .dma_open(path)
+        .await
+        .map_err(io_error("opening", path))?;
+    Ok(Rc::new(file))
+}
+
+async fn close(file: Rc<glommio::io::DmaFile>, path: &Path) -> anyhow::Result<()> {
+    match Rc::try_unwrap(file) {
+        Ok(f) => f.close().await.map_err(io_error("closing", path)),
+        Err(_) => anyhow::bail!("baseline file still shared"),
+    }
+}
+
+/// Writes `blocks` blocks front to back from [`IN_FLIGHT`] tasks, each
+/// syncing after every write of its own if `sync_each`, and then syncs.
+async fn write_blocks(
+    file: &Rc<glommio::io::DmaFile>,
+    path: &Path,
+    blocks: u64,
+    sync_each: bool,
+) -> anyhow::Result<()> {
     let writers: Vec<_> = (0..IN_FLIGHT as u64)
         .map(|lane| {
             let file = file.clone();
@@ -117,6 +169,9 @@ async fn phases(path: &Path, blocks: u64) -> anyhow::Result<(f64, f64)> {
                             format!("short write of {written} bytes"),
                         )));
                     }
+                    if sync_each {
+                        file.fdatasync().await?;
+                    }
                     block += IN_FLIGHT as u64;
                 }
                 Ok(())
@@ -124,9 +179,17 @@ async fn phases(path: &Path, blocks: u64) -> anyhow::Result<(f64, f64)> {
         })
         .collect();
     for w in writers {
-        w.await.map_err(io("writing"))?;
+        w.await.map_err(io_error("writing", path))?;
     }
-    file.fdatasync().await.map_err(io("syncing"))?;
+    file.fdatasync().await.map_err(io_error("syncing", path))
+}
+
+/// Both timed phases; returns their seconds.
+async fn phases(path: &Path, blocks: u64) -> anyhow::Result<(f64, f64)> {
+    let io = |op: &'static str| io_error(op, path);
+    let file = open(path).await?;
+    let started = Instant::now();
+    write_blocks(&file, path, blocks, false).await?;
     let write_s = started.elapsed().as_secs_f64();
 
     let started = Instant::now();
@@ -154,10 +217,7 @@ async fn phases(path: &Path, blocks: u64) -> anyhow::Result<(f64, f64)> {
         r.await.map_err(io("reading"))?;
     }
     let read_s = started.elapsed().as_secs_f64();
-    match Rc::try_unwrap(file) {
-        Ok(f) => f.close().await.map_err(io("closing"))?,
-        Err(_) => anyhow::bail!("baseline file still shared"),
-    }
+    close(file, path).await?;
     Ok((write_s, read_s))
 }
 
@@ -173,6 +233,9 @@ mod tests {
         assert_eq!(b.bytes, 64 << 20);
         assert!(b.write_mb_per_s.is_finite() && b.write_mb_per_s > 0.0);
         assert!(b.read_mb_per_s.is_finite() && b.read_mb_per_s > 0.0);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let synced = measure_synced(dir.path(), 16 << 20).unwrap();
+        assert!(synced.is_finite() && synced > 0.0);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

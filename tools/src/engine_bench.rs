@@ -5,7 +5,10 @@
 //! per `Log::append` call from `--appenders` concurrent tasks (as a shard
 //! does for concurrent produce requests), once with `Durability::Written`
 //! (no fdatasync) and once with `Durability::Synced` (every group synced;
-//! concurrent groups share an fdatasync). It then reads the 16 KiB log back
+//! concurrent groups share an fdatasync). Synced phases are also quoted
+//! against the disk's synced write bandwidth (every 1 MiB write followed by
+//! its own fdatasync, from as many writers), measured beside them too. It
+//! then reads the 16 KiB log back
 //! from the start with `--readers` concurrent sequential readers, each over
 //! its own range, with a tail cache too small to help, so reads reach the
 //! disk. The defaults keep as many bytes in flight as the baseline does
@@ -68,6 +71,9 @@ struct Phase {
     seconds: f64,
     mb_per_s: f64,
     fraction_of_disk: f64,
+    /// Synced appends: the raw synced write bandwidth beside the phase.
+    synced_disk_mb_per_s: Option<f64>,
+    fraction_of_synced_disk: Option<f64>,
 }
 
 /// The engine's error holds glommio errors that are not `Sync`; keep its text.
@@ -169,8 +175,16 @@ async fn read_phase(dir: &Path, readers: usize) -> anyhow::Result<(u64, f64)> {
     Ok((bytes, seconds))
 }
 
-/// Measures the raw disk beside a phase: just before it in odd rounds,
-/// just after it in even ones, so that neither side always runs first.
+/// What the raw disk did beside a phase.
+struct Beside {
+    disk: DiskBaseline,
+    /// The synced write bandwidth, if asked for.
+    synced: Option<f64>,
+}
+
+/// Measures the raw disk beside a phase (its synced write bandwidth too if
+/// `synced`): just before it in odd rounds, just after it in even ones, so
+/// that neither side always runs first.
 ///
 /// The baseline runs on a thread of its own and blocks the caller's
 /// executor meanwhile, when the phase has no I/O left in flight.
@@ -178,14 +192,25 @@ async fn beside<T>(
     dir: &Path,
     bytes: u64,
     round: usize,
+    synced: bool,
     phase: impl std::future::Future<Output = anyhow::Result<T>>,
-) -> anyhow::Result<(DiskBaseline, T)> {
+) -> anyhow::Result<(Beside, T)> {
+    let measure = || -> anyhow::Result<Beside> {
+        Ok(Beside {
+            disk: sluice_bench::disk::measure(dir, bytes)?,
+            synced: if synced {
+                Some(sluice_bench::disk::measure_synced(dir, bytes)?)
+            } else {
+                None
+            },
+        })
+    };
     if round % 2 == 1 {
-        let disk = sluice_bench::disk::measure(dir, bytes)?;
+        let disk = measure()?;
         Ok((disk, phase.await?))
     } else {
         let out = phase.await?;
-        Ok((sluice_bench::disk::measure(dir, bytes)?, out))
+        Ok((measure()?, out))
     }
 }
 
@@ -219,7 +244,9 @@ fn round(args: &EngineBenchArgs, round: usize) -> anyhow::Result<Vec<(DiskBaseli
                         bytes >> 20
                     );
                     let phase = append_phase(&dir, &batch, bytes, durability, shape);
-                    let (disk, seconds) = beside(&root, bytes, round, phase).await?;
+                    let synced = durability == Durability::Synced;
+                    let (raw, seconds) = beside(&root, bytes, round, synced, phase).await?;
+                    let disk = raw.disk;
                     let group_bytes = (shape.1 / batch.len()).max(1) as u64 * batch.len() as u64;
                     let written = bytes.div_ceil(group_bytes) * group_bytes;
                     let mb_per_s = written as f64 / 1e6 / seconds;
@@ -234,6 +261,8 @@ fn round(args: &EngineBenchArgs, round: usize) -> anyhow::Result<Vec<(DiskBaseli
                             seconds,
                             mb_per_s,
                             fraction_of_disk,
+                            synced_disk_mb_per_s: raw.synced,
+                            fraction_of_synced_disk: raw.synced.map(|d| mb_per_s / d),
                         },
                     ));
                     if !(batch_bytes == 16 << 10 && durability == Durability::Synced) {
@@ -244,7 +273,8 @@ fn round(args: &EngineBenchArgs, round: usize) -> anyhow::Result<Vec<(DiskBaseli
             eprintln!("round {round}: reading the 16 KiB log back, beside the raw disk...");
             let log_dir = root.join(format!("append-{}-synced", 16 << 10));
             let phase = read_phase(&log_dir, readers);
-            let (disk, (read_bytes, seconds)) = beside(&root, bytes, round, phase).await?;
+            let (raw, (read_bytes, seconds)) = beside(&root, bytes, round, false, phase).await?;
+            let disk = raw.disk;
             let mb_per_s = read_bytes as f64 / 1e6 / seconds;
             let fraction_of_disk = mb_per_s / disk.read_mb_per_s;
             phases.push((
@@ -257,6 +287,8 @@ fn round(args: &EngineBenchArgs, round: usize) -> anyhow::Result<Vec<(DiskBaseli
                     seconds,
                     mb_per_s,
                     fraction_of_disk,
+                    synced_disk_mb_per_s: None,
+                    fraction_of_synced_disk: None,
                 },
             ));
             Ok::<_, anyhow::Error>(phases)
@@ -277,6 +309,16 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// The median over the rounds of a figure phase `i` has, if it has one.
+fn median_of(
+    results: &[Vec<(DiskBaseline, Phase)>],
+    i: usize,
+    figure: impl Fn(&Phase) -> Option<f64>,
+) -> Option<f64> {
+    let v: Vec<f64> = results.iter().filter_map(|r| figure(&r[i].1)).collect();
+    (!v.is_empty()).then(|| median(v))
+}
+
 #[derive(Debug, serde::Serialize)]
 struct Summary {
     name: String,
@@ -288,6 +330,10 @@ struct Summary {
     median_fraction_of_disk: f64,
     min_fraction_of_disk: f64,
     max_fraction_of_disk: f64,
+    /// Synced appends: the median raw synced write bandwidth beside them,
+    /// and the median fraction of it.
+    median_synced_disk_mb_per_s: Option<f64>,
+    median_fraction_of_synced_disk: Option<f64>,
 }
 
 pub fn run(args: &EngineBenchArgs) -> anyhow::Result<()> {
@@ -323,6 +369,10 @@ pub fn run(args: &EngineBenchArgs) -> anyhow::Result<()> {
                 median_fraction_of_disk: median(fractions.clone()),
                 min_fraction_of_disk: fractions.iter().copied().fold(f64::INFINITY, f64::min),
                 max_fraction_of_disk: fractions.iter().copied().fold(0.0, f64::max),
+                median_synced_disk_mb_per_s: median_of(&results, i, |p| p.synced_disk_mb_per_s),
+                median_fraction_of_synced_disk: median_of(&results, i, |p| {
+                    p.fraction_of_synced_disk
+                }),
             }
         })
         .collect();
@@ -335,19 +385,35 @@ pub fn run(args: &EngineBenchArgs) -> anyhow::Result<()> {
         sluice_bench::disk::BLOCK_BYTES
     );
     println!(
-        "{:<26} {:>8} {:>9} {:>9} {:>8} {:>15}",
-        "phase", "sync", "MB/s", "disk MB/s", "of disk", "range of disk"
+        "{:<26} {:>8} {:>9} {:>9} {:>8} {:>15} {:>11} {:>9}",
+        "phase",
+        "sync",
+        "MB/s",
+        "disk MB/s",
+        "of disk",
+        "range of disk",
+        "synced disk",
+        "of synced"
     );
     for p in &summary {
+        let (synced_disk, of_synced) = match (
+            p.median_synced_disk_mb_per_s,
+            p.median_fraction_of_synced_disk,
+        ) {
+            (Some(d), Some(f)) => (format!("{d:.1}"), format!("{:.1}%", f * 100.0)),
+            _ => ("-".into(), "-".into()),
+        };
         println!(
-            "{:<26} {:>8} {:>9.1} {:>9.1} {:>7.1}% {:>6.1}%-{:>5.1}%",
+            "{:<26} {:>8} {:>9.1} {:>9.1} {:>7.1}% {:>6.1}%-{:>5.1}% {:>11} {:>9}",
             p.name,
             p.durability,
             p.median_mb_per_s,
             p.median_disk_mb_per_s,
             p.median_fraction_of_disk * 100.0,
             p.min_fraction_of_disk * 100.0,
-            p.max_fraction_of_disk * 100.0
+            p.max_fraction_of_disk * 100.0,
+            synced_disk,
+            of_synced
         );
     }
     if let Some(path) = &args.json {
