@@ -36,7 +36,7 @@ mod recovery;
 mod segment;
 mod signal;
 
-pub use batch::BatchView;
+pub use batch::{crc32c_each, BatchView};
 pub use cache::TailCacheBudget;
 pub use cleaner::{CompactionOutcome, RecordCodec, RecordKey, COMPACTION_KEYS_MAX};
 pub use device::prime_direct_io;

@@ -682,10 +682,11 @@ impl Log {
             if view.record_count == 0 {
                 return Err(Error::CorruptBatch("batch without records"));
             }
-            if !view.crc_matches(bytes) {
-                return Err(Error::CorruptBatch("CRC32C mismatch"));
-            }
             views.push(view);
+        }
+        let whole: Vec<&[u8]> = batches.iter().map(|b| &b[..]).collect();
+        if !BatchView::crcs_match(&views, &whole) {
+            return Err(Error::CorruptBatch("CRC32C mismatch"));
         }
         let mut st = self.state.borrow_mut();
         if st.offline {
