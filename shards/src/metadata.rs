@@ -374,6 +374,48 @@ mod tests {
     use super::*;
 
     #[test]
+    fn flush_mode_decides_which_acks_wait_for_a_sync() {
+        use sluice_engine::Durability::{Synced, Written};
+        let topic = |flush: Option<&str>| TopicMeta {
+            name: "t".into(),
+            id: TopicId([7; 16]),
+            partitions: Vec::new(),
+            configs: flush
+                .map(|f| BTreeMap::from([("sluice.flush".to_string(), f.to_string())]))
+                .unwrap_or_default(),
+        };
+        let broker = |flush| BrokerConfig {
+            flush,
+            ..BrokerConfig::default()
+        };
+        // (topic setting, broker setting) -> durability for acks 0, 1, -1.
+        let cases = [
+            (None, FlushMode::OnAckAll, [Written, Written, Synced]),
+            (None, FlushMode::Always, [Synced, Synced, Synced]),
+            (None, FlushMode::Never, [Written, Written, Written]),
+            (Some("always"), FlushMode::Never, [Synced, Synced, Synced]),
+            (
+                Some("never"),
+                FlushMode::Always,
+                [Written, Written, Written],
+            ),
+            (
+                Some("on-ack-all"),
+                FlushMode::Always,
+                [Written, Written, Synced],
+            ),
+        ];
+        for (topic_flush, broker_flush, expected) in cases {
+            let got =
+                [0, 1, -1].map(|acks| durability(&topic(topic_flush), &broker(broker_flush), acks));
+            assert_eq!(
+                got, expected,
+                "topic {topic_flush:?}, broker {broker_flush:?}"
+            );
+        }
+    }
+
+    #[test]
     fn topic_names_follow_kafka_rules() {
         assert_eq!(topic_name_problem("logs.app-1_x"), None);
         assert!(topic_name_problem("").is_some());

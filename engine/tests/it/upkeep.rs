@@ -692,3 +692,87 @@ fn synced_position(bytes: &[u8], synced: i64) -> usize {
     }
     end
 }
+
+/// `segment.ms` closes the active segment at the first append once its
+/// first batch is that old; `flush.messages` makes an append wait for a
+/// sync once that many offsets are unsynced; `flush.ms` has `sync_if_due`
+/// sync writes once the oldest unsynced one is that old.
+#[test]
+fn segment_age_and_flush_settings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("p-0");
+    run(move || {
+        Box::pin(async move {
+            let clock = Rc::new(TestClock(Cell::new(10_000)));
+            let config = LogConfig {
+                segment_bytes: 1 << 30,
+                segment_age_max: Some(Duration::from_millis(1_000)),
+                flush_messages: Some(3),
+                flush_interval: Some(Duration::from_millis(100)),
+                ..LogConfig::default()
+            };
+            let log = open_with(&dir, config, clock.clone()).await;
+            let append = |fill: u8| {
+                let log = &log;
+                async move {
+                    log.append(
+                        &[batch(1, 100, 0, fill)],
+                        LeaderEpoch(0),
+                        Durability::Written,
+                    )
+                    .await
+                    .unwrap()
+                    .base_offset
+                }
+            };
+
+            // flush.messages = 3: the third unsynced offset brings a sync.
+            assert_eq!(append(1).await, Offset(0));
+            assert_eq!(append(2).await, Offset(1));
+            assert_eq!(log.synced_offset(), Offset(0), "two offsets wait");
+            assert_eq!(append(3).await, Offset(2));
+            assert_eq!(log.synced_offset(), Offset(3), "the third brings a sync");
+
+            // flush.ms = 100: due 100 ms after the oldest unsynced write.
+            clock.0.set(10_500);
+            assert_eq!(append(4).await, Offset(3));
+            clock.0.set(10_599);
+            assert!(!log.sync_if_due().await.unwrap());
+            assert_eq!(log.synced_offset(), Offset(3));
+            clock.0.set(10_600);
+            assert!(log.sync_if_due().await.unwrap());
+            assert_eq!(log.synced_offset(), Offset(4));
+            assert!(!log.sync_if_due().await.unwrap(), "nothing left to sync");
+
+            // segment.ms = 1 s from the segment's first append (at 10,000).
+            clock.0.set(10_999);
+            assert_eq!(append(5).await, Offset(4));
+            assert_eq!(log.segment_bases(), vec![Offset(0)]);
+            clock.0.set(11_000);
+            assert_eq!(append(6).await, Offset(5));
+            assert_eq!(
+                log.segment_bases(),
+                vec![Offset(0), Offset(5)],
+                "the aged segment closed before the append"
+            );
+            assert!(
+                log.synced_offset() >= Offset(5),
+                "a closed segment is synced"
+            );
+            clock.0.set(11_999);
+            assert_eq!(append(7).await, Offset(6));
+            assert_eq!(
+                log.segment_count(),
+                2,
+                "the new segment's age starts at its first append"
+            );
+            let stored: Vec<u8> = all_batches(&log)
+                .await
+                .into_iter()
+                .map(|(_, _, f)| f)
+                .collect();
+            assert_eq!(stored, vec![1, 2, 3, 4, 5, 6, 7]);
+            log.close().await.unwrap();
+        })
+    });
+}
