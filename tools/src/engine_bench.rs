@@ -15,7 +15,8 @@
 //! (8 x 1 MiB). Throughput counts whole batch bytes as stored; MB is 10^6
 //! bytes. The disk under test is shared and noisy, so the whole sequence
 //! runs `--rounds` times, each round beside its own baseline, and the
-//! medians are reported. The harness lives in tools because it joins the
+//! medians are reported. `--phases` runs only some phases, so that one can
+//! be measured over many rounds. The harness lives in tools because it joins the
 //! engine with the bench crate's disk baseline, and only tools may depend
 //! on both.
 
@@ -31,6 +32,15 @@ use sluice_engine::{
 };
 use sluice_wire::batch::Compression;
 use sluice_wire::records::BatchBuilder;
+
+/// The phases `--phases` may name, in the order they run.
+const PHASES: [&str; 5] = [
+    "append-1k-written",
+    "append-1k-synced",
+    "append-16k-written",
+    "append-16k-synced",
+    "read",
+];
 
 /// Bytes asked of each `Log::read`.
 const READ_BYTES: usize = 1 << 20;
@@ -57,6 +67,11 @@ pub struct EngineBenchArgs {
     /// Rounds of baseline and phases; the medians of the rounds are reported.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Phases to run: append-1k-written, append-1k-synced,
+    /// append-16k-written, append-16k-synced, read (which reads the log of
+    /// the last append phase run) [default: all of them].
+    #[arg(long, value_delimiter = ',', value_parser = PHASES)]
+    phases: Vec<String>,
     /// Write every figure as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -225,6 +240,22 @@ fn round(args: &EngineBenchArgs, round: usize) -> anyhow::Result<Vec<(DiskBaseli
     let bytes = args.bytes;
     let shape = (args.appenders.max(1), args.group_bytes.max(1));
     let readers = args.readers;
+    let wanted = |phase: &str| args.phases.is_empty() || args.phases.iter().any(|p| p == phase);
+    let appends: Vec<(usize, Durability, &'static str)> = [1024usize, 16 << 10]
+        .into_iter()
+        .flat_map(|b| {
+            [
+                (b, Durability::Written, "written"),
+                (b, Durability::Synced, "synced"),
+            ]
+        })
+        .filter(|(b, _, name)| wanted(&format!("append-{}k-{name}", b >> 10)))
+        .collect();
+    let read = wanted("read");
+    anyhow::ensure!(
+        !read || !appends.is_empty(),
+        "the read phase reads the log of an append phase; name one too"
+    );
     glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .name("engine-bench")
         .spawn(move || async move {
@@ -232,11 +263,10 @@ fn round(args: &EngineBenchArgs, round: usize) -> anyhow::Result<Vec<(DiskBaseli
                 .await
                 .map_err(engine)?;
             let mut phases = Vec::new();
-            for batch_bytes in [1024usize, 16 << 10] {
-                for (durability, name) in [
-                    (Durability::Written, "written"),
-                    (Durability::Synced, "synced"),
-                ] {
+            let last = appends.len() - 1;
+            let mut kept = None;
+            for (i, (batch_bytes, durability, name)) in appends.into_iter().enumerate() {
+                {
                     let dir = root.join(format!("append-{batch_bytes}-{name}"));
                     let batch = batch_of(batch_bytes);
                     eprintln!(
@@ -265,13 +295,19 @@ fn round(args: &EngineBenchArgs, round: usize) -> anyhow::Result<Vec<(DiskBaseli
                             fraction_of_synced_disk: raw.synced.map(|d| mb_per_s / d),
                         },
                     ));
-                    if !(batch_bytes == 16 << 10 && durability == Durability::Synced) {
+                    if i == last && read {
+                        kept = Some((dir, batch_bytes));
+                    } else {
                         std::fs::remove_dir_all(&dir)?;
                     }
                 }
             }
-            eprintln!("round {round}: reading the 16 KiB log back, beside the raw disk...");
-            let log_dir = root.join(format!("append-{}-synced", 16 << 10));
+            let Some((log_dir, batch_bytes)) = kept else {
+                return Ok(phases);
+            };
+            eprintln!(
+                "round {round}: reading the log of {batch_bytes}-byte batches back, beside the raw disk..."
+            );
             let phase = read_phase(&log_dir, readers);
             let (raw, (read_bytes, seconds)) = beside(&root, bytes, round, false, phase).await?;
             let disk = raw.disk;
@@ -281,7 +317,7 @@ fn round(args: &EngineBenchArgs, round: usize) -> anyhow::Result<Vec<(DiskBaseli
                 disk,
                 Phase {
                     name: "sequential read".into(),
-                    batch_bytes: 16 << 10,
+                    batch_bytes,
                     durability: "-",
                     bytes: read_bytes,
                     seconds,
