@@ -1,6 +1,7 @@
 //! Rebuilding a segment's state from its file at startup.
 //!
-//! Every batch is checked (framing, CRC32C, offsets not going backwards); the
+//! Every batch is checked (framing, CRC32C, offsets not going backwards; in
+//! the active segment, each batch starting right after the one before); the
 //! first one that fails ends the segment, and the file is truncated there, so
 //! a torn write left by a crash or a power loss is cut off before new appends
 //! land behind it (and with it any space allocated ahead of the writes).
@@ -53,9 +54,15 @@ pub(crate) async fn recover_segment(
                 Ok(None) if off > 0 => break,
                 Ok(None) | Err(_) => break 'scan,
             };
+            // CRC32C does not cover a batch's base offset, so a damaged one
+            // shows only as a jump. The engine gives every append the next
+            // offset, so in the active segment (never compacted) batches are
+            // dense; compacted closed segments keep gaps. A follower keeping
+            // a compacted leader's offsets will need another check here.
             if view.total_len > config.message_bytes_max.max(SCAN_BYTES) * 2
                 || window_start + (off + view.total_len) as u64 > file_size
                 || view.base_offset < next.0
+                || (active && view.base_offset != next.0)
             {
                 break 'scan;
             }
