@@ -688,8 +688,7 @@ impl Log {
             }
             views.push(view);
         }
-        let whole: Vec<&[u8]> = batches.iter().map(|b| &b[..]).collect();
-        if !BatchView::crcs_match(&views, &whole) {
+        if !BatchView::crcs_match(&views, batches) {
             return Err(Error::CorruptBatch("CRC32C mismatch"));
         }
         let mut st = self.state.borrow_mut();

@@ -263,43 +263,41 @@ fn round(args: &EngineBenchArgs, round: usize) -> anyhow::Result<Vec<(DiskBaseli
                 .await
                 .map_err(engine)?;
             let mut phases = Vec::new();
-            let last = appends.len() - 1;
+            let last = appends.len().saturating_sub(1);
             let mut kept = None;
             for (i, (batch_bytes, durability, name)) in appends.into_iter().enumerate() {
-                {
-                    let dir = root.join(format!("append-{batch_bytes}-{name}"));
-                    let batch = batch_of(batch_bytes);
-                    eprintln!(
-                        "round {round}: appending {} MiB of {batch_bytes}-byte batches, {name}, beside the raw disk...",
-                        bytes >> 20
-                    );
-                    let phase = append_phase(&dir, &batch, bytes, durability, shape);
-                    let synced = durability == Durability::Synced;
-                    let (raw, seconds) = beside(&root, bytes, round, synced, phase).await?;
-                    let disk = raw.disk;
-                    let group_bytes = (shape.1 / batch.len()).max(1) as u64 * batch.len() as u64;
-                    let written = bytes.div_ceil(group_bytes) * group_bytes;
-                    let mb_per_s = written as f64 / 1e6 / seconds;
-                    let fraction_of_disk = mb_per_s / disk.write_mb_per_s;
-                    phases.push((
-                        disk,
-                        Phase {
-                            name: format!("append {batch_bytes} B batches"),
-                            batch_bytes: batch.len(),
-                            durability: name,
-                            bytes: written,
-                            seconds,
-                            mb_per_s,
-                            fraction_of_disk,
-                            synced_disk_mb_per_s: raw.synced,
-                            fraction_of_synced_disk: raw.synced.map(|d| mb_per_s / d),
-                        },
-                    ));
-                    if i == last && read {
-                        kept = Some((dir, batch_bytes));
-                    } else {
-                        std::fs::remove_dir_all(&dir)?;
-                    }
+                let dir = root.join(format!("append-{batch_bytes}-{name}"));
+                let batch = batch_of(batch_bytes);
+                eprintln!(
+                    "round {round}: appending {} MiB of {batch_bytes}-byte batches, {name}, beside the raw disk...",
+                    bytes >> 20
+                );
+                let phase = append_phase(&dir, &batch, bytes, durability, shape);
+                let synced = durability == Durability::Synced;
+                let (raw, seconds) = beside(&root, bytes, round, synced, phase).await?;
+                let disk = raw.disk;
+                let group_bytes = (shape.1 / batch.len()).max(1) as u64 * batch.len() as u64;
+                let written = bytes.div_ceil(group_bytes) * group_bytes;
+                let mb_per_s = written as f64 / 1e6 / seconds;
+                let fraction_of_disk = mb_per_s / disk.write_mb_per_s;
+                phases.push((
+                    disk,
+                    Phase {
+                        name: format!("append {batch_bytes} B batches"),
+                        batch_bytes: batch.len(),
+                        durability: name,
+                        bytes: written,
+                        seconds,
+                        mb_per_s,
+                        fraction_of_disk,
+                        synced_disk_mb_per_s: raw.synced,
+                        fraction_of_synced_disk: raw.synced.map(|d| mb_per_s / d),
+                    },
+                ));
+                if i == last && read {
+                    kept = Some((dir, batch_bytes));
+                } else {
+                    std::fs::remove_dir_all(&dir)?;
                 }
             }
             let Some((log_dir, batch_bytes)) = kept else {
