@@ -8,6 +8,14 @@
 //!
 //! A shard's budget is split evenly between the logs it holds; a log's share
 //! is re-read on every insert, so it shrinks as logs are opened.
+//!
+//! The copy into the cache costs as much memory bandwidth as the copy into
+//! the write buffers, so the cache fills only while someone reads near the
+//! tail: a read served from the cache, a read at the high watermark, or a
+//! read of the active segment within the log's share of its end. Once no
+//! such read came for [`TAIL_READ_TTL_MS`], writes are not copied and the
+//! cache is emptied; a reader that comes back reads from the disk until it
+//! reaches the tail again.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -15,6 +23,11 @@ use std::collections::VecDeque;
 use bytes::{Bytes, BytesMut};
 
 use crate::Offset;
+
+/// How long after the last read near the tail the cache keeps filling:
+/// long enough that a consumer long-polling with Kafka's default
+/// `fetch.max.wait.ms` (500 ms) never lets it lapse.
+pub const TAIL_READ_TTL_MS: i64 = 10_000;
 
 /// A shard's memory for tail caches, shared by its logs.
 #[derive(Debug)]
@@ -41,7 +54,7 @@ impl TailCacheBudget {
         self.log_count.set(n - 1);
     }
 
-    fn share_bytes(&self) -> usize {
+    pub(crate) fn share_bytes(&self) -> usize {
         self.bytes_max / self.log_count.get().max(1)
     }
 }
@@ -60,6 +73,8 @@ struct Chunk {
 pub(crate) struct TailCache {
     chunks: VecDeque<Chunk>,
     bytes: usize,
+    /// When a read last came near the tail.
+    tail_read_ms: Option<i64>,
 }
 
 impl TailCache {
@@ -73,22 +88,36 @@ impl TailCache {
         batches: Vec<(Offset, u32)>,
         end: Offset,
     ) {
-        self.insert_with(budget, bytes.len(), end, || (bytes, batches));
+        self.insert_with(budget, bytes.len(), end, 0, || (bytes, batches));
+    }
+
+    /// Records a read near the tail at `now_ms`: writes are cached until
+    /// [`TAIL_READ_TTL_MS`] after the last one.
+    pub(crate) fn note_tail_read(&mut self, now_ms: i64) {
+        self.tail_read_ms = Some(now_ms);
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Like [`TailCache::insert`] for a chunk of `len` bytes that `build`
-    /// makes, called only if the chunk fits the log's share: a chunk too
-    /// large to keep empties the cache (the rest would no longer reach the
-    /// written end) and costs no copy.
+    /// makes at `now_ms`, called only if a read came near the tail lately
+    /// and the chunk fits the log's share. Otherwise the cache empties (the
+    /// rest would no longer reach the written end) and there is no copy.
     pub(crate) fn insert_with(
         &mut self,
         budget: &TailCacheBudget,
         len: usize,
         end: Offset,
+        now_ms: i64,
         build: impl FnOnce() -> (Bytes, Vec<(Offset, u32)>),
     ) {
         let share = budget.share_bytes();
-        if len > share {
+        let tailed = self
+            .tail_read_ms
+            .is_some_and(|t| now_ms.saturating_sub(t) < TAIL_READ_TTL_MS);
+        if len > share || !tailed {
             self.clear();
             return;
         }
@@ -222,6 +251,7 @@ mod tests {
         let budget = TailCacheBudget::new(1000);
         budget.register();
         let mut cache = TailCache::default();
+        cache.note_tail_read(0);
         let (b, idx, end) = chunk_of(0, &[100, 100, 100]);
         cache.insert(&budget, b, idx, end);
         let (b, idx, end) = chunk_of(30, &[200, 200]);
@@ -243,5 +273,34 @@ mod tests {
         cache.insert(&budget, b, idx, end);
         assert!(cache.read(Offset(0), Offset(60), 100).is_none());
         assert_eq!(cache.read(Offset(31), Offset(60), 100).unwrap().len(), 200);
+    }
+
+    #[test]
+    fn fills_only_while_reads_come_near_the_tail() {
+        let budget = TailCacheBudget::new(1000);
+        budget.register();
+        let mut cache = TailCache::default();
+        let put = |cache: &mut TailCache, base: i64, now_ms: i64| {
+            let (b, idx, end) = chunk_of(base, &[100]);
+            let mut built = false;
+            cache.insert_with(&budget, b.len(), end, now_ms, || {
+                built = true;
+                (b, idx)
+            });
+            built
+        };
+        assert!(!put(&mut cache, 0, 5), "no read yet: no copy");
+        assert_eq!(cache.bytes(), 0);
+        cache.note_tail_read(1_000);
+        assert!(put(&mut cache, 10, 1_000));
+        assert!(put(&mut cache, 20, 1_000 + TAIL_READ_TTL_MS - 1));
+        assert_eq!(cache.bytes(), 200);
+        assert_eq!(cache.read(Offset(10), Offset(30), 1000).unwrap().len(), 200);
+        assert!(!put(&mut cache, 30, 1_000 + TAIL_READ_TTL_MS), "lapsed");
+        assert_eq!(cache.bytes(), 0, "a lapsed cache empties");
+        assert!(cache.read(Offset(20), Offset(40), 1000).is_none());
+        cache.note_tail_read(20_000);
+        assert!(put(&mut cache, 40, 20_000));
+        assert_eq!(cache.read(Offset(40), Offset(50), 1000).unwrap().len(), 100);
     }
 }

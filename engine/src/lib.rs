@@ -37,7 +37,7 @@ mod segment;
 mod signal;
 
 pub use batch::{crc32c_each, BatchView};
-pub use cache::TailCacheBudget;
+pub use cache::{TailCacheBudget, TAIL_READ_TTL_MS};
 pub use cleaner::{CompactionOutcome, RecordCodec, RecordKey, COMPACTION_KEYS_MAX};
 pub use device::prime_direct_io;
 pub use error::{Error, Result};

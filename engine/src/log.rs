@@ -629,6 +629,11 @@ impl Log {
         self.state.borrow().segments.values().map(|s| s.size).sum()
     }
 
+    /// Bytes the tail cache holds.
+    pub fn cached_bytes(&self) -> usize {
+        self.state.borrow().cache.bytes()
+    }
+
     pub fn segment_count(&self) -> usize {
         self.state.borrow().segments.len()
     }
@@ -1120,22 +1125,39 @@ impl Log {
             high_watermark: hw,
             log_start_offset: log_start,
         };
+        let now_ms = self.context.clock.now_ms();
         if from == hw {
+            self.state.borrow_mut().cache.note_tail_read(now_ms);
             return Ok(empty);
         }
-        if let Some(bytes) = self.state.borrow().cache.read(from, hw, max_bytes) {
-            return Ok(ReadOutcome {
-                bytes,
-                high_watermark: hw,
-                log_start_offset: log_start,
-            });
+        {
+            let mut st = self.state.borrow_mut();
+            if let Some(bytes) = st.cache.read(from, hw, max_bytes) {
+                st.cache.note_tail_read(now_ms);
+                return Ok(ReadOutcome {
+                    bytes,
+                    high_watermark: hw,
+                    log_start_offset: log_start,
+                });
+            }
         }
         let mut seg_key = {
-            let st = self.state.borrow();
-            match st.segments.range(..=from).next_back() {
+            let mut st = self.state.borrow_mut();
+            let key = match st.segments.range(..=from).next_back() {
                 Some((k, _)) => *k,
                 None => *st.segments.keys().next().expect("one segment"),
+            };
+            // A read of the active segment within the cache's reach of its
+            // end comes from a reader about to catch up: cache what follows.
+            let active = st.active();
+            if active.base == key {
+                let pos = active.offset_index.lookup(active.base, from).0;
+                let behind = active.size.saturating_sub(pos);
+                if behind <= self.context.cache_budget.share_bytes() as u64 {
+                    st.cache.note_tail_read(now_ms);
+                }
             }
+            key
         };
         // Each pass moves to a later segment; the segment count bounds the loop.
         loop {
@@ -1631,11 +1653,12 @@ fn complete_write(st: &mut State, id: u64, ok: bool, interval: u64, context: &Lo
         );
         seg.next_offset = Offset(b.last_offset.0 + 1);
     }
-    // The cache takes its own stamped copy, made only if it keeps it, and
-    // after the writes went out.
+    // The cache takes its own stamped copy, made only if it keeps it (a
+    // reader came near the tail lately and the chunk fits), and after the
+    // writes went out.
     let len: usize = batches.iter().map(|b| b.bytes.len()).sum();
     st.cache
-        .insert_with(&context.cache_budget, len, new_written, || {
+        .insert_with(&context.cache_budget, len, new_written, now_ms, || {
             let mut copy = BytesMut::with_capacity(len);
             let mut index = Vec::with_capacity(batches.len());
             for b in &batches {

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use sluice_engine::{
     BatchView, CleanupPolicy, Clock, Durability, Error, LeaderEpoch, Log, LogConfig, LogContext,
-    Offset, RecordCodec, RecordKey, TailCacheBudget,
+    Offset, RecordCodec, RecordKey, TailCacheBudget, TAIL_READ_TTL_MS,
 };
 
 use crate::{all_batches, batch, batches_of, open, run, small_config, varint};
@@ -772,6 +772,81 @@ fn segment_age_and_flush_settings() {
                 .map(|(_, _, f)| f)
                 .collect();
             assert_eq!(stored, vec![1, 2, 3, 4, 5, 6, 7]);
+            log.close().await.unwrap();
+        })
+    });
+}
+
+/// The tail cache copies writes only while reads come near the tail: at the
+/// high watermark, from the cache, or within the log's share of the end.
+#[test]
+fn tail_cache_fills_while_reads_come_near_the_tail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("p-0");
+    run(move || {
+        Box::pin(async move {
+            let clock = Rc::new(TestClock(Cell::new(1_000_000)));
+            // A 1 MiB share; 64 KiB batches of one record.
+            let log = open_with(&dir, LogConfig::default(), clock.clone()).await;
+            let append = |fill: u8| {
+                let log = &log;
+                async move {
+                    log.append(
+                        &[batch(1, 64 << 10, 0, fill)],
+                        LeaderEpoch(0),
+                        Durability::Written,
+                    )
+                    .await
+                    .unwrap()
+                    .base_offset
+                }
+            };
+            let read_one = |from: i64| {
+                let log = &log;
+                async move {
+                    let read = log.read(Offset(from), 1).await.unwrap();
+                    batches_of(&read.bytes)
+                }
+            };
+
+            // Nobody reads: nothing is copied.
+            for fill in 1..=3 {
+                append(fill).await;
+            }
+            assert_eq!(log.cached_bytes(), 0);
+
+            // A reader at the high watermark: what follows is cached, and
+            // reads of it come back stamped.
+            assert!(read_one(3).await.is_empty());
+            assert_eq!(append(4).await, Offset(3));
+            assert_eq!(append(5).await, Offset(4));
+            let cached = log.cached_bytes();
+            assert!(cached > 2 * (64 << 10), "two batches cached: {cached}");
+            assert_eq!(read_one(3).await, vec![(3, 1, 4)]);
+            assert_eq!(read_one(4).await, vec![(4, 1, 5)]);
+
+            // Cache hits keep it filling; ten seconds without a read near
+            // the tail empty it.
+            clock.0.set(1_000_000 + TAIL_READ_TTL_MS - 1);
+            assert_eq!(append(6).await, Offset(5));
+            assert!(log.cached_bytes() > cached);
+            clock.0.set(1_000_000 + 2 * TAIL_READ_TTL_MS);
+            assert_eq!(append(7).await, Offset(6));
+            assert_eq!(log.cached_bytes(), 0);
+
+            // A reader more than the share (1 MiB) behind the end reads from
+            // the disk and starts no copying...
+            for fill in 8..=30 {
+                append(fill).await;
+            }
+            assert_eq!(read_one(0).await, vec![(0, 1, 1)]);
+            append(31).await;
+            assert_eq!(log.cached_bytes(), 0);
+            // ...one within it does.
+            assert_eq!(read_one(25).await, vec![(25, 1, 26)]);
+            assert_eq!(append(32).await, Offset(31));
+            assert!(log.cached_bytes() > 0);
+            assert_eq!(read_one(31).await, vec![(31, 1, 32)]);
             log.close().await.unwrap();
         })
     });
