@@ -10,8 +10,10 @@
 //! its own fdatasync, from as many writers), measured beside them too. It
 //! then reads the 16 KiB log back
 //! from the start with `--readers` concurrent sequential readers, each over
-//! its own range, with a tail cache too small to help, so reads reach the
-//! disk. The defaults keep as many bytes in flight as the baseline does
+//! its own range, from a freshly opened log, so reads reach the disk. Logs
+//! get the tail cache share of one shard of a broker with default settings
+//! (`--cache-bytes`); the cache copies writes only while a reader follows
+//! the tail, which `--tail-reader` adds to each append phase. The defaults keep as many bytes in flight as the baseline does
 //! (8 x 1 MiB). Throughput counts whole batch bytes as stored; MB is 10^6
 //! bytes. The disk under test is shared and noisy, so the whole sequence
 //! runs `--rounds` times, each round beside its own baseline, and the
@@ -44,8 +46,6 @@ const PHASES: [&str; 5] = [
 
 /// Bytes asked of each `Log::read`.
 const READ_BYTES: usize = 1 << 20;
-/// A tail cache far smaller than the data, so reads go to the disk.
-const CACHE_BYTES: usize = 1 << 20;
 
 #[derive(clap::Args)]
 pub struct EngineBenchArgs {
@@ -64,6 +64,15 @@ pub struct EngineBenchArgs {
     /// Concurrent sequential readers in the read phase.
     #[arg(long, default_value_t = 8)]
     readers: usize,
+    /// Tail cache budget of the log [default: the broker's default budget
+    /// over this machine's cores, as one shard has].
+    #[arg(long)]
+    cache_bytes: Option<usize>,
+    /// In each append phase, one more task reads the log from the start as
+    /// it grows, as a consumer that keeps up does (its reads come from the
+    /// tail cache, which then copies every write).
+    #[arg(long)]
+    tail_reader: bool,
     /// Rounds of baseline and phases; the medians of the rounds are reported.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
@@ -109,11 +118,11 @@ fn batch_of(bytes: usize) -> Bytes {
     b.finish(Compression::None)
 }
 
-/// A log with default settings and a tail cache too small to serve reads.
-async fn open_log(dir: &Path) -> anyhow::Result<Rc<Log>> {
+/// A log with default settings and a tail cache of `cache_bytes`.
+async fn open_log(dir: &Path, cache_bytes: usize) -> anyhow::Result<Rc<Log>> {
     let context = LogContext {
         clock: Rc::new(SystemClock),
-        cache_budget: Rc::new(TailCacheBudget::new(CACHE_BYTES)),
+        cache_budget: Rc::new(TailCacheBudget::new(cache_bytes)),
     };
     let log = Log::open(dir.to_path_buf(), LogConfig::default(), context)
         .await
@@ -121,21 +130,32 @@ async fn open_log(dir: &Path) -> anyhow::Result<Rc<Log>> {
     Ok(Rc::new(log))
 }
 
+/// How the append phases load the log.
+#[derive(Clone, Copy)]
+struct Shape {
+    appenders: usize,
+    group_bytes: usize,
+    cache_bytes: usize,
+    tail_reader: bool,
+}
+
 async fn append_phase(
     dir: &Path,
     batch: &Bytes,
     bytes_total: u64,
     durability: Durability,
-    (appenders, group_bytes): (usize, usize),
+    shape: Shape,
 ) -> anyhow::Result<f64> {
-    let log = open_log(dir).await?;
-    let group: Vec<Bytes> = (0..(group_bytes / batch.len()).max(1))
+    let log = open_log(dir, shape.cache_bytes).await?;
+    let group: Vec<Bytes> = (0..(shape.group_bytes / batch.len()).max(1))
         .map(|_| batch.clone())
         .collect();
     let group_bytes = (group.len() * batch.len()) as u64;
     let groups_total = bytes_total.div_ceil(group_bytes);
+    let appenders = shape.appenders as u64;
+    let end = Offset((groups_total * group.len() as u64) as i64);
     let started = Instant::now();
-    let tasks: Vec<_> = (0..appenders as u64)
+    let tasks: Vec<_> = (0..appenders)
         .map(|lane| {
             let log = log.clone();
             let group = group.clone();
@@ -143,22 +163,47 @@ async fn append_phase(
                 let mut n = lane;
                 while n < groups_total {
                     log.append(&group, LeaderEpoch(0), durability).await?;
-                    n += appenders as u64;
+                    n += appenders;
                 }
                 Ok::<(), sluice_engine::Error>(())
             })
         })
         .collect();
+    let reader = shape
+        .tail_reader
+        .then(|| glommio::spawn_local(follow(log.clone(), end)));
     for t in tasks {
         t.await.map_err(|e| anyhow::anyhow!("appending: {e}"))?;
+    }
+    if let Some(reader) = reader {
+        reader.await?;
     }
     let seconds = started.elapsed().as_secs_f64();
     log.close().await.map_err(engine)?;
     Ok(seconds)
 }
 
-async fn read_phase(dir: &Path, readers: usize) -> anyhow::Result<(u64, f64)> {
-    let log = open_log(dir).await?;
+/// Reads the log from the start up to `end` as it is written, as a consumer
+/// that keeps up does; at the high watermark it waits a millisecond.
+async fn follow(log: Rc<Log>, end: Offset) -> anyhow::Result<()> {
+    let mut at = 0i64;
+    // Each pass reads at least one batch or waits; the appenders reach
+    // `end` or fail, and a failed log fails the read.
+    while at < end.0 {
+        let read = log.read(Offset(at), READ_BYTES).await.map_err(engine)?;
+        if read.bytes.is_empty() {
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+            continue;
+        }
+        let batches = sluice_wire::batch::split(&read.bytes)?;
+        let (last, _) = batches.last().context("no batch read")?;
+        at = last.base_offset + last.last_offset_delta as i64 + 1;
+    }
+    Ok(())
+}
+
+async fn read_phase(dir: &Path, readers: usize, cache_bytes: usize) -> anyhow::Result<(u64, f64)> {
+    let log = open_log(dir, cache_bytes).await?;
     let end = log.log_end_offset().0;
     let started = Instant::now();
     let readers = readers.max(1) as i64;
@@ -229,6 +274,15 @@ async fn beside<T>(
     }
 }
 
+/// The log's tail cache budget: as asked, else one shard's part of a
+/// default broker's.
+fn cache_bytes(args: &EngineBenchArgs) -> usize {
+    args.cache_bytes.unwrap_or_else(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        sluice_shards::BrokerConfig::default().tail_cache_bytes / cores
+    })
+}
+
 /// One round: every phase, each quoted against a raw disk baseline
 /// measured beside it.
 fn round(args: &EngineBenchArgs, round: usize) -> anyhow::Result<Vec<(DiskBaseline, Phase)>> {
@@ -238,7 +292,13 @@ fn round(args: &EngineBenchArgs, round: usize) -> anyhow::Result<Vec<(DiskBaseli
         .context("creating the scratch directory")?;
     let root = scratch.path().to_path_buf();
     let bytes = args.bytes;
-    let shape = (args.appenders.max(1), args.group_bytes.max(1));
+    let cache_bytes = cache_bytes(args);
+    let shape = Shape {
+        appenders: args.appenders.max(1),
+        group_bytes: args.group_bytes.max(1),
+        cache_bytes,
+        tail_reader: args.tail_reader,
+    };
     let readers = args.readers;
     let wanted = |phase: &str| args.phases.is_empty() || args.phases.iter().any(|p| p == phase);
     let appends: Vec<(usize, Durability, &'static str)> = [1024usize, 16 << 10]
@@ -276,7 +336,8 @@ fn round(args: &EngineBenchArgs, round: usize) -> anyhow::Result<Vec<(DiskBaseli
                 let synced = durability == Durability::Synced;
                 let (raw, seconds) = beside(&root, bytes, round, synced, phase).await?;
                 let disk = raw.disk;
-                let group_bytes = (shape.1 / batch.len()).max(1) as u64 * batch.len() as u64;
+                let group_bytes =
+                    (shape.group_bytes / batch.len()).max(1) as u64 * batch.len() as u64;
                 let written = bytes.div_ceil(group_bytes) * group_bytes;
                 let mb_per_s = written as f64 / 1e6 / seconds;
                 let fraction_of_disk = mb_per_s / disk.write_mb_per_s;
@@ -306,7 +367,7 @@ fn round(args: &EngineBenchArgs, round: usize) -> anyhow::Result<Vec<(DiskBaseli
             eprintln!(
                 "round {round}: reading the log of {batch_bytes}-byte batches back, beside the raw disk..."
             );
-            let phase = read_phase(&log_dir, readers);
+            let phase = read_phase(&log_dir, readers, cache_bytes);
             let (raw, (read_bytes, seconds)) = beside(&root, bytes, round, false, phase).await?;
             let disk = raw.disk;
             let mb_per_s = read_bytes as f64 / 1e6 / seconds;
@@ -412,11 +473,18 @@ pub fn run(args: &EngineBenchArgs) -> anyhow::Result<()> {
         .collect();
     println!(
         "{} rounds on {}; each phase beside a raw direct-I/O baseline of the same \
-         bytes ({} x {} B in flight); medians, and the range of the fraction",
+         bytes ({} x {} B in flight); medians, and the range of the fraction; \
+         tail cache {} MiB, {}",
         rounds,
         args.dir.display(),
         sluice_bench::disk::IN_FLIGHT,
-        sluice_bench::disk::BLOCK_BYTES
+        sluice_bench::disk::BLOCK_BYTES,
+        cache_bytes(args) >> 20,
+        if args.tail_reader {
+            "a reader following the appends"
+        } else {
+            "no reader during the appends"
+        }
     );
     println!(
         "{:<26} {:>8} {:>9} {:>9} {:>8} {:>15} {:>11} {:>9}",
@@ -464,6 +532,8 @@ pub fn run(args: &EngineBenchArgs) -> anyhow::Result<()> {
             "appenders": args.appenders,
             "append_group_bytes": args.group_bytes,
             "readers": args.readers,
+            "cache_bytes": cache_bytes(args),
+            "tail_reader": args.tail_reader,
             "summary": summary,
             "rounds": rounds,
         });
