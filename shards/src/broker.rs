@@ -186,6 +186,7 @@ pub fn run(
         let shard_addr = if id == 0 { Some(addr_tx.clone()) } else { None };
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{id}"))
+            .io_memory(config.shard_io_memory())
             .spawn(move || async move {
                 let ctx = ShardStart {
                     id: ShardId(id as u16),

@@ -75,6 +75,10 @@ pub struct BrokerConfig {
     pub log_cleaner_delete_retention_ms: i64,
     /// Memory for tail caches across the node, split evenly between shards.
     pub tail_cache_bytes: usize,
+    /// Memory each shard sets aside for its direct-I/O buffers and
+    /// registers with io_uring (glommio's `io_memory`); buffers that do not
+    /// fit come from the heap. At least 1 MiB.
+    pub shard_io_memory_bytes: usize,
 }
 
 /// When an acknowledged write reaches stable storage.
@@ -143,6 +147,7 @@ impl Default for BrokerConfig {
             log_cleaner_min_cleanable_ratio: 0.5,
             log_cleaner_delete_retention_ms: 86_400_000,
             tail_cache_bytes: 256 << 20,
+            shard_io_memory_bytes: 64 << 20,
         }
     }
 }
@@ -154,6 +159,11 @@ impl BrokerConfig {
 
     pub fn retention_check_interval(&self) -> Duration {
         Duration::from_millis(self.log_retention_check_interval_ms.max(1))
+    }
+
+    /// [`BrokerConfig::shard_io_memory_bytes`], at least one segment write.
+    pub fn shard_io_memory(&self) -> usize {
+        self.shard_io_memory_bytes.max(1 << 20)
     }
 
     pub fn cleaner_backoff(&self) -> Duration {

@@ -13,7 +13,9 @@
 //! its own range, from a freshly opened log, so reads reach the disk. Logs
 //! get the tail cache share of one shard of a broker with default settings
 //! (`--cache-bytes`); the cache copies writes only while a reader follows
-//! the tail, which `--tail-reader` adds to each append phase. The defaults keep as many bytes in flight as the baseline does
+//! the tail, which `--tail-reader` adds to each append phase. The engine's
+//! executor registers as much memory for direct-I/O buffers as a broker
+//! shard does (`--io-memory-bytes`). The defaults keep as many bytes in flight as the baseline does
 //! (8 x 1 MiB). Throughput counts whole batch bytes as stored; MB is 10^6
 //! bytes. The disk under test is shared and noisy, so the whole sequence
 //! runs `--rounds` times, each round beside its own baseline, and the
@@ -68,6 +70,10 @@ pub struct EngineBenchArgs {
     /// over this machine's cores, as one shard has].
     #[arg(long)]
     cache_bytes: Option<usize>,
+    /// Memory the engine's executor registers for direct-I/O buffers
+    /// [default: a broker shard's default].
+    #[arg(long)]
+    io_memory_bytes: Option<usize>,
     /// In each append phase, one more task reads the log from the start as
     /// it grows, as a consumer that keeps up does (its reads come from the
     /// tail cache, which then copies every write).
@@ -283,6 +289,13 @@ fn cache_bytes(args: &EngineBenchArgs) -> usize {
     })
 }
 
+/// Memory the engine's executor registers for direct-I/O buffers: as
+/// asked, else a default broker shard's.
+fn io_memory(args: &EngineBenchArgs) -> usize {
+    args.io_memory_bytes
+        .unwrap_or_else(|| sluice_shards::BrokerConfig::default().shard_io_memory())
+}
+
 /// One round: every phase, each quoted against a raw disk baseline
 /// measured beside it.
 fn round(args: &EngineBenchArgs, round: usize) -> anyhow::Result<Vec<(DiskBaseline, Phase)>> {
@@ -316,8 +329,10 @@ fn round(args: &EngineBenchArgs, round: usize) -> anyhow::Result<Vec<(DiskBaseli
         !read || !appends.is_empty(),
         "the read phase reads the log of an append phase; name one too"
     );
+    let io_memory = io_memory(args);
     glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .name("engine-bench")
+        .io_memory(io_memory)
         .spawn(move || async move {
             sluice_engine::prime_direct_io(&root, ".probe")
                 .await
@@ -474,7 +489,7 @@ pub fn run(args: &EngineBenchArgs) -> anyhow::Result<()> {
     println!(
         "{} rounds on {}; each phase beside a raw direct-I/O baseline of the same \
          bytes ({} x {} B in flight); medians, and the range of the fraction; \
-         tail cache {} MiB, {}",
+         tail cache {} MiB, {}; {} MiB of registered I/O memory",
         rounds,
         args.dir.display(),
         sluice_bench::disk::IN_FLIGHT,
@@ -484,7 +499,8 @@ pub fn run(args: &EngineBenchArgs) -> anyhow::Result<()> {
             "a reader following the appends"
         } else {
             "no reader during the appends"
-        }
+        },
+        io_memory(args) >> 20
     );
     println!(
         "{:<26} {:>8} {:>9} {:>9} {:>8} {:>15} {:>11} {:>9}",
@@ -533,6 +549,7 @@ pub fn run(args: &EngineBenchArgs) -> anyhow::Result<()> {
             "append_group_bytes": args.group_bytes,
             "readers": args.readers,
             "cache_bytes": cache_bytes(args),
+            "io_memory_bytes": io_memory(args),
             "tail_reader": args.tail_reader,
             "summary": summary,
             "rounds": rounds,
