@@ -8,21 +8,23 @@
 //! concurrent groups share an fdatasync). Synced phases are also quoted
 //! against the disk's synced write bandwidth (every 1 MiB write followed by
 //! its own fdatasync, from as many writers), measured beside them too. It
-//! then reads the 16 KiB log back
-//! from the start with `--readers` concurrent sequential readers, each over
-//! its own range, from a freshly opened log, so reads reach the disk. Logs
-//! get the tail cache share of one shard of a broker with default settings
-//! (`--cache-bytes`); the cache copies writes only while a reader follows
-//! the tail, which `--tail-reader` adds to each append phase. The engine's
-//! executor registers as much memory for direct-I/O buffers as a broker
-//! shard does (`--io-memory-bytes`). The defaults keep as many bytes in flight as the baseline does
-//! (8 x 1 MiB). Throughput counts whole batch bytes as stored; MB is 10^6
-//! bytes. The disk under test is shared and noisy, so the whole sequence
-//! runs `--rounds` times, each round beside its own baseline, and the
-//! medians are reported. `--phases` runs only some phases, so that one can
-//! be measured over many rounds. The harness lives in tools because it joins the
-//! engine with the bench crate's disk baseline, and only tools may depend
-//! on both.
+//! then reads the 16 KiB log back from the start with `--readers`
+//! concurrent sequential readers, each over its own range, from a freshly
+//! opened log, so reads reach the disk.
+//!
+//! Logs get the tail cache share of one shard of a broker with default
+//! settings (`--cache-bytes`); the cache copies writes only while a reader
+//! follows the tail, which `--tail-reader` adds to each append phase. The
+//! engine's executor registers as much memory for direct-I/O buffers as a
+//! broker shard does (`--io-memory-bytes`). The defaults keep as many bytes
+//! in flight as the baseline does (8 x 1 MiB).
+//!
+//! Throughput counts whole batch bytes as stored; MB is 10^6 bytes. The
+//! disk under test is shared and noisy, so the whole sequence runs
+//! `--rounds` times, each round beside its own baseline, and the medians are
+//! reported. `--phases` runs only some phases, so that one can be measured
+//! over many rounds. The harness lives in tools because it joins the engine
+//! with the bench crate's disk baseline, and only tools may depend on both.
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
