@@ -81,6 +81,11 @@ pub struct EngineBenchArgs {
     /// tail cache, which then copies every write).
     #[arg(long)]
     tail_reader: bool,
+    /// Split each append phase into this many parts, with a raw baseline of
+    /// the part's bytes beside each, so that the engine and the disk see
+    /// the same stretches of a noisy machine.
+    #[arg(long, default_value_t = 1)]
+    slices: usize,
     /// Rounds of baseline and phases; the medians of the rounds are reported.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
@@ -145,59 +150,84 @@ struct Shape {
     group_bytes: usize,
     cache_bytes: usize,
     tail_reader: bool,
+    slices: usize,
 }
 
+/// Appends `bytes_total` of `batch` in `shape.slices` parts, with the raw
+/// disk measured beside each part (see [`measure_raw`]): before it in odd
+/// rounds, after it in even ones. Returns the joined baselines and the
+/// seconds the parts took, summed.
 async fn append_phase(
     dir: &Path,
     batch: &Bytes,
     bytes_total: u64,
     durability: Durability,
     shape: Shape,
-) -> anyhow::Result<f64> {
+    (root, round): (&Path, usize),
+) -> anyhow::Result<(Beside, f64)> {
     let log = open_log(dir, shape.cache_bytes).await?;
     let group: Vec<Bytes> = (0..(shape.group_bytes / batch.len()).max(1))
         .map(|_| batch.clone())
         .collect();
+    let (header, _) = sluice_wire::batch::split(batch)?
+        .into_iter()
+        .next()
+        .context("the benchmark's batch parses")?;
+    let group_offsets = group.len() as u64 * (header.last_offset_delta as u64 + 1);
     let group_bytes = (group.len() * batch.len()) as u64;
     let groups_total = bytes_total.div_ceil(group_bytes);
+    let slices = (shape.slices as u64).clamp(1, groups_total);
+    let synced = durability == Durability::Synced;
     let appenders = shape.appenders as u64;
-    let end = Offset((groups_total * group.len() as u64) as i64);
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..appenders)
-        .map(|lane| {
-            let log = log.clone();
-            let group = group.clone();
-            glommio::spawn_local(async move {
-                let mut n = lane;
-                while n < groups_total {
-                    log.append(&group, LeaderEpoch(0), durability).await?;
-                    n += appenders;
-                }
-                Ok::<(), sluice_engine::Error>(())
+    let mut raws = Vec::new();
+    let mut seconds = 0.0;
+    for k in 0..slices {
+        let (lo, hi) = (groups_total * k / slices, groups_total * (k + 1) / slices);
+        let slice_bytes = (hi - lo) * group_bytes;
+        if round % 2 == 1 {
+            raws.push(measure_raw(root, slice_bytes, synced)?);
+        }
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..appenders)
+            .map(|lane| {
+                let log = log.clone();
+                let group = group.clone();
+                glommio::spawn_local(async move {
+                    let mut n = lo + lane;
+                    while n < hi {
+                        log.append(&group, LeaderEpoch(0), durability).await?;
+                        n += appenders;
+                    }
+                    Ok::<(), sluice_engine::Error>(())
+                })
             })
-        })
-        .collect();
-    let reader = shape
-        .tail_reader
-        .then(|| glommio::spawn_local(follow(log.clone(), end)));
-    for t in tasks {
-        t.await.map_err(|e| anyhow::anyhow!("appending: {e}"))?;
+            .collect();
+        let (from, to) = ((lo * group_offsets) as i64, (hi * group_offsets) as i64);
+        let reader = shape
+            .tail_reader
+            .then(|| glommio::spawn_local(follow(log.clone(), Offset(from), Offset(to))));
+        for t in tasks {
+            t.await.map_err(|e| anyhow::anyhow!("appending: {e}"))?;
+        }
+        if let Some(reader) = reader {
+            reader.await?;
+        }
+        seconds += started.elapsed().as_secs_f64();
+        if round % 2 == 0 {
+            raws.push(measure_raw(root, slice_bytes, synced)?);
+        }
     }
-    if let Some(reader) = reader {
-        reader.await?;
-    }
-    let seconds = started.elapsed().as_secs_f64();
     log.close().await.map_err(engine)?;
-    Ok(seconds)
+    Ok((join_raws(raws), seconds))
 }
 
-/// Reads the log from the start up to `end` as it is written, as a consumer
+/// Reads the log from `from` up to `to` as it is written, as a consumer
 /// that keeps up does; at the high watermark it waits a millisecond.
-async fn follow(log: Rc<Log>, end: Offset) -> anyhow::Result<()> {
-    let mut at = 0i64;
-    // Each pass reads at least one batch or waits; the appenders reach
-    // `end` or fail, and a failed log fails the read.
-    while at < end.0 {
+async fn follow(log: Rc<Log>, from: Offset, to: Offset) -> anyhow::Result<()> {
+    let mut at = from.0;
+    // Each pass reads at least one batch or waits; the appenders reach `to`
+    // or fail, and a failed log fails the read.
+    while at < to.0 {
         let read = log.read(Offset(at), READ_BYTES).await.map_err(engine)?;
         if read.bytes.is_empty() {
             glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
@@ -250,35 +280,66 @@ struct Beside {
     synced: Option<f64>,
 }
 
-/// Measures the raw disk beside a phase (its synced write bandwidth too if
-/// `synced`): just before it in odd rounds, just after it in even ones, so
-/// that neither side always runs first.
-///
-/// The baseline runs on a thread of its own and blocks the caller's
-/// executor meanwhile, when the phase has no I/O left in flight.
+/// Measures the raw disk with `bytes` (its synced write bandwidth too if
+/// `synced`). It runs on a thread of its own and blocks the caller's
+/// executor meanwhile, so it is called when the engine has no I/O left in
+/// flight.
+fn measure_raw(dir: &Path, bytes: u64, synced: bool) -> anyhow::Result<Beside> {
+    Ok(Beside {
+        disk: sluice_bench::disk::measure(dir, bytes)?,
+        synced: if synced {
+            Some(sluice_bench::disk::measure_synced(dir, bytes)?)
+        } else {
+            None
+        },
+    })
+}
+
+/// The baselines of several parts as one: each bandwidth is the parts'
+/// bytes over their summed seconds.
+fn join_raws(parts: Vec<Beside>) -> Beside {
+    let bytes: u64 = parts.iter().map(|p| p.disk.bytes).sum();
+    let seconds = |mb_per_s: &dyn Fn(&Beside) -> f64| -> f64 {
+        parts
+            .iter()
+            .map(|p| p.disk.bytes as f64 / 1e6 / mb_per_s(p))
+            .sum()
+    };
+    let over = |s: f64| bytes as f64 / 1e6 / s.max(1e-9);
+    let write_mb_per_s = over(seconds(&|p| p.disk.write_mb_per_s));
+    let read_mb_per_s = over(seconds(&|p| p.disk.read_mb_per_s));
+    let synced = parts
+        .iter()
+        .all(|p| p.synced.is_some())
+        .then(|| over(seconds(&|p| p.synced.unwrap_or(f64::NAN))));
+    let first = &parts[0].disk;
+    Beside {
+        disk: DiskBaseline {
+            dir: first.dir.clone(),
+            bytes,
+            block_bytes: first.block_bytes,
+            in_flight: first.in_flight,
+            write_mb_per_s,
+            read_mb_per_s,
+        },
+        synced,
+    }
+}
+
+/// Measures the raw disk beside a phase: just before it in odd rounds,
+/// just after it in even ones, so that neither side always runs first.
 async fn beside<T>(
     dir: &Path,
     bytes: u64,
     round: usize,
-    synced: bool,
     phase: impl std::future::Future<Output = anyhow::Result<T>>,
 ) -> anyhow::Result<(Beside, T)> {
-    let measure = || -> anyhow::Result<Beside> {
-        Ok(Beside {
-            disk: sluice_bench::disk::measure(dir, bytes)?,
-            synced: if synced {
-                Some(sluice_bench::disk::measure_synced(dir, bytes)?)
-            } else {
-                None
-            },
-        })
-    };
     if round % 2 == 1 {
-        let disk = measure()?;
+        let disk = measure_raw(dir, bytes, false)?;
         Ok((disk, phase.await?))
     } else {
         let out = phase.await?;
-        Ok((measure()?, out))
+        Ok((measure_raw(dir, bytes, false)?, out))
     }
 }
 
@@ -313,6 +374,7 @@ fn round(args: &EngineBenchArgs, round: usize) -> anyhow::Result<Vec<(DiskBaseli
         group_bytes: args.group_bytes.max(1),
         cache_bytes,
         tail_reader: args.tail_reader,
+        slices: args.slices.max(1),
     };
     let readers = args.readers;
     let wanted = |phase: &str| args.phases.is_empty() || args.phases.iter().any(|p| p == phase);
@@ -349,9 +411,8 @@ fn round(args: &EngineBenchArgs, round: usize) -> anyhow::Result<Vec<(DiskBaseli
                     "round {round}: appending {} MiB of {batch_bytes}-byte batches, {name}, beside the raw disk...",
                     bytes >> 20
                 );
-                let phase = append_phase(&dir, &batch, bytes, durability, shape);
-                let synced = durability == Durability::Synced;
-                let (raw, seconds) = beside(&root, bytes, round, synced, phase).await?;
+                let (raw, seconds) =
+                    append_phase(&dir, &batch, bytes, durability, shape, (&root, round)).await?;
                 let disk = raw.disk;
                 let group_bytes =
                     (shape.group_bytes / batch.len()).max(1) as u64 * batch.len() as u64;
@@ -385,7 +446,7 @@ fn round(args: &EngineBenchArgs, round: usize) -> anyhow::Result<Vec<(DiskBaseli
                 "round {round}: reading the log of {batch_bytes}-byte batches back, beside the raw disk..."
             );
             let phase = read_phase(&log_dir, readers, cache_bytes);
-            let (raw, (read_bytes, seconds)) = beside(&root, bytes, round, false, phase).await?;
+            let (raw, (read_bytes, seconds)) = beside(&root, bytes, round, phase).await?;
             let disk = raw.disk;
             let mb_per_s = read_bytes as f64 / 1e6 / seconds;
             let fraction_of_disk = mb_per_s / disk.read_mb_per_s;
@@ -491,7 +552,7 @@ pub fn run(args: &EngineBenchArgs) -> anyhow::Result<()> {
     println!(
         "{} rounds on {}; each phase beside a raw direct-I/O baseline of the same \
          bytes ({} x {} B in flight); medians, and the range of the fraction; \
-         tail cache {} MiB, {}; {} MiB of registered I/O memory",
+         tail cache {} MiB, {}; {} MiB of registered I/O memory; appends in {} part(s)",
         rounds,
         args.dir.display(),
         sluice_bench::disk::IN_FLIGHT,
@@ -502,7 +563,8 @@ pub fn run(args: &EngineBenchArgs) -> anyhow::Result<()> {
         } else {
             "no reader during the appends"
         },
-        io_memory(args) >> 20
+        io_memory(args) >> 20,
+        args.slices.max(1)
     );
     println!(
         "{:<26} {:>8} {:>9} {:>9} {:>8} {:>15} {:>11} {:>9}",
@@ -553,6 +615,7 @@ pub fn run(args: &EngineBenchArgs) -> anyhow::Result<()> {
             "cache_bytes": cache_bytes(args),
             "io_memory_bytes": io_memory(args),
             "tail_reader": args.tail_reader,
+            "slices": args.slices,
             "summary": summary,
             "rounds": rounds,
         });
