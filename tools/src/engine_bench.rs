@@ -221,6 +221,13 @@ async fn append_phase(
     Ok((join_raws(raws), seconds))
 }
 
+/// The offset after the last batch of a read.
+fn offset_after(read: &Bytes) -> anyhow::Result<i64> {
+    let batches = sluice_wire::batch::split(read)?;
+    let (last, _) = batches.last().context("no batch read")?;
+    Ok(last.base_offset + last.last_offset_delta as i64 + 1)
+}
+
 /// Reads the log from `from` up to `to` as it is written, as a consumer
 /// that keeps up does; at the high watermark it waits a millisecond.
 async fn follow(log: Rc<Log>, from: Offset, to: Offset) -> anyhow::Result<()> {
@@ -233,9 +240,7 @@ async fn follow(log: Rc<Log>, from: Offset, to: Offset) -> anyhow::Result<()> {
             glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
             continue;
         }
-        let batches = sluice_wire::batch::split(&read.bytes)?;
-        let (last, _) = batches.last().context("no batch read")?;
-        at = last.base_offset + last.last_offset_delta as i64 + 1;
+        at = offset_after(&read.bytes)?;
     }
     Ok(())
 }
@@ -255,9 +260,7 @@ async fn read_phase(dir: &Path, readers: usize, cache_bytes: usize) -> anyhow::R
                 while at < to {
                     let read = log.read(Offset(at), READ_BYTES).await.map_err(engine)?;
                     anyhow::ensure!(!read.bytes.is_empty(), "empty read at offset {at} of {end}");
-                    let batches = sluice_wire::batch::split(&read.bytes)?;
-                    let (last, _) = batches.last().context("no batch read")?;
-                    at = last.base_offset + last.last_offset_delta as i64 + 1;
+                    at = offset_after(&read.bytes)?;
                     bytes += read.bytes.len() as u64;
                 }
                 Ok(bytes)
@@ -310,8 +313,9 @@ fn join_raws(parts: Vec<Beside>) -> Beside {
     let read_mb_per_s = over(seconds(&|p| p.disk.read_mb_per_s));
     let synced = parts
         .iter()
-        .all(|p| p.synced.is_some())
-        .then(|| over(seconds(&|p| p.synced.unwrap_or(f64::NAN))));
+        .map(|p| Some(p.disk.bytes as f64 / 1e6 / p.synced?))
+        .sum::<Option<f64>>()
+        .map(over);
     let first = &parts[0].disk;
     Beside {
         disk: DiskBaseline {
