@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use glommio::io::{DmaFile, ReadResult};
 use glommio::sync::Semaphore;
 
@@ -1654,20 +1654,16 @@ fn complete_write(st: &mut State, id: u64, ok: bool, interval: u64, context: &Lo
         seg.next_offset = Offset(b.last_offset.0 + 1);
     }
     // The cache takes its own stamped copy, made only if it keeps it (a
-    // reader came near the tail lately and the chunk fits), and after the
+    // reader came near the tail lately and the batches fit), and after the
     // writes went out.
     let len: usize = batches.iter().map(|b| b.bytes.len()).sum();
     st.cache
-        .insert_with(&context.cache_budget, len, new_written, now_ms, || {
-            let mut copy = BytesMut::with_capacity(len);
-            let mut index = Vec::with_capacity(batches.len());
+        .insert_with(&context.cache_budget, len, now_ms, |fill| {
             for b in &batches {
-                index.push((b.base_offset, copy.len() as u32));
-                let at = copy.len();
-                copy.extend_from_slice(&b.bytes);
-                batch::stamp(&mut copy[at..], b.base_offset.0, b.leader_epoch.0);
+                let end = Offset(b.last_offset.0 + 1);
+                let copy = fill.push(b.base_offset, end, &b.bytes);
+                batch::stamp(copy, b.base_offset.0, b.leader_epoch.0);
             }
-            (copy.freeze(), index)
         });
     if st.synced_offset == st.written_offset {
         st.unsynced_since_ms = Some(now_ms);
