@@ -222,10 +222,22 @@ async fn append_phase(
 }
 
 /// The offset after the last batch of a read.
-fn offset_after(read: &Bytes) -> anyhow::Result<i64> {
-    let batches = sluice_wire::batch::split(read)?;
-    let (last, _) = batches.last().context("no batch read")?;
-    Ok(last.base_offset + last.last_offset_delta as i64 + 1)
+///
+/// It walks the batch headers and keeps none: a broker serving a fetch does
+/// no per-batch work at all, so the reader should cost the engine's shard
+/// as little as it can (cutting the read into `Bytes` slices with
+/// `sluice_wire::batch::split` took a tenth of the thread with 1 KiB batches).
+fn offset_after(read: &[u8]) -> anyhow::Result<i64> {
+    let mut pos = 0;
+    let mut after = None;
+    // Each pass moves past one batch of at least a header's length.
+    while pos < read.len() {
+        let header = sluice_wire::batch::BatchHeader::parse(&read[pos..])?;
+        after = Some(header.base_offset + header.last_offset_delta as i64 + 1);
+        pos += header.total_len();
+    }
+    anyhow::ensure!(pos == read.len(), "a read ends with a whole batch");
+    after.context("no batch read")
 }
 
 /// Reads the log from `from` up to `to` as it is written, as a consumer
