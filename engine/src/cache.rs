@@ -44,10 +44,13 @@ use crate::Offset;
 pub const TAIL_READ_TTL_MS: i64 = 10_000;
 
 /// A block is a quarter of the log's share, so that eviction frees a
-/// quarter at a time, within these bounds: small enough to cap what one
-/// block wastes, large enough that short reads at block ends are rare
-/// (a fetch asks for 1 MiB of a partition by default).
-const BLOCK_BYTES_MIN: usize = 64 << 10;
+/// quarter at a time and the cache holds at least three quarters of its
+/// share once full, within these bounds: the upper one caps what one block
+/// leaves unused and keeps short reads at block ends rare (a fetch asks for
+/// 1 MiB of a partition by default); the lower one keeps tiny shares (many
+/// thousands of partitions on a shard) from cutting reads into scraps, at
+/// the cost of holding less than three quarters of them.
+const BLOCK_BYTES_MIN: usize = 16 << 10;
 const BLOCK_BYTES_MAX: usize = 4 << 20;
 
 /// A shard's memory for tail caches, shared by its logs.
