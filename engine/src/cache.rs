@@ -383,6 +383,16 @@ mod tests {
         (bytes, batches, Offset(base + sizes.len() as i64 * 10))
     }
 
+    /// A log's budget of `share` bytes and its cache, with a read at the
+    /// tail just noted so that inserts are kept.
+    fn read_at_the_tail(share: usize) -> (TailCacheBudget, TailCache) {
+        let budget = TailCacheBudget::new(share);
+        budget.register();
+        let mut cache = TailCache::default();
+        cache.note_tail_read(0);
+        (budget, cache)
+    }
+
     fn put(cache: &mut TailCache, budget: &TailCacheBudget, base: i64, sizes: &[usize]) {
         let (b, idx, end) = chunk_of(base, sizes);
         cache.insert(budget, &b, &idx, end);
@@ -391,10 +401,7 @@ mod tests {
     #[test]
     fn serves_slices_of_one_block_within_the_budget() {
         // A 256 KiB share: blocks of 64 KiB, four of them at most.
-        let budget = TailCacheBudget::new(256 * KIB);
-        budget.register();
-        let mut cache = TailCache::default();
-        cache.note_tail_read(0);
+        let (budget, mut cache) = read_at_the_tail(256 * KIB);
         put(&mut cache, &budget, 0, &[20 * KIB; 3]);
         // Offset 30 does not fit the first block's last 4 KiB: a second block.
         put(&mut cache, &budget, 30, &[20 * KIB; 2]);
@@ -458,10 +465,7 @@ mod tests {
 
     #[test]
     fn a_batch_larger_than_a_block_gets_one_of_its_own() {
-        let budget = TailCacheBudget::new(1 << 20);
-        budget.register();
-        let mut cache = TailCache::default();
-        cache.note_tail_read(0);
+        let (budget, mut cache) = read_at_the_tail(1 << 20);
         put(&mut cache, &budget, 0, &[KIB, 300 * KIB, KIB]);
         assert_eq!(cache.held, 256 * KIB + 300 * KIB + 256 * KIB);
         let got = cache.read(Offset(0), Offset(30), 1 << 20).expect("cached");
@@ -475,10 +479,7 @@ mod tests {
 
     #[test]
     fn retention_drops_only_blocks_wholly_below_the_start() {
-        let budget = TailCacheBudget::new(256 * KIB);
-        budget.register();
-        let mut cache = TailCache::default();
-        cache.note_tail_read(0);
+        let (budget, mut cache) = read_at_the_tail(256 * KIB);
         put(&mut cache, &budget, 0, &[40 * KIB]);
         put(&mut cache, &budget, 10, &[40 * KIB]);
         cache.evict_below(Offset(5));
