@@ -154,7 +154,7 @@ struct Shape {
 }
 
 /// Appends `bytes_total` of `batch` in `shape.slices` parts, with the raw
-/// disk measured beside each part (see [`measure_raw`]): before it in odd
+/// disk measured beside each part (see [`beside`]): before it in odd
 /// rounds, after it in even ones. Returns the joined baselines and the
 /// seconds the parts took, summed.
 async fn append_phase(
@@ -184,38 +184,37 @@ async fn append_phase(
     for k in 0..slices {
         let (lo, hi) = (groups_total * k / slices, groups_total * (k + 1) / slices);
         let slice_bytes = (hi - lo) * group_bytes;
-        if round % 2 == 1 {
-            raws.push(measure_raw(root, slice_bytes, synced)?);
-        }
-        let started = Instant::now();
-        let tasks: Vec<_> = (0..appenders)
-            .map(|lane| {
-                let log = log.clone();
-                let group = group.clone();
-                glommio::spawn_local(async move {
-                    let mut n = lo + lane;
-                    while n < hi {
-                        log.append(&group, LeaderEpoch(0), durability).await?;
-                        n += appenders;
-                    }
-                    Ok::<(), sluice_engine::Error>(())
+        let slice = async {
+            let started = Instant::now();
+            let tasks: Vec<_> = (0..appenders)
+                .map(|lane| {
+                    let log = log.clone();
+                    let group = group.clone();
+                    glommio::spawn_local(async move {
+                        let mut n = lo + lane;
+                        while n < hi {
+                            log.append(&group, LeaderEpoch(0), durability).await?;
+                            n += appenders;
+                        }
+                        Ok::<(), sluice_engine::Error>(())
+                    })
                 })
-            })
-            .collect();
-        let (from, to) = ((lo * group_offsets) as i64, (hi * group_offsets) as i64);
-        let reader = shape
-            .tail_reader
-            .then(|| glommio::spawn_local(follow(log.clone(), Offset(from), Offset(to))));
-        for t in tasks {
-            t.await.map_err(|e| anyhow::anyhow!("appending: {e}"))?;
-        }
-        if let Some(reader) = reader {
-            reader.await?;
-        }
-        seconds += started.elapsed().as_secs_f64();
-        if round % 2 == 0 {
-            raws.push(measure_raw(root, slice_bytes, synced)?);
-        }
+                .collect();
+            let (from, to) = ((lo * group_offsets) as i64, (hi * group_offsets) as i64);
+            let reader = shape
+                .tail_reader
+                .then(|| glommio::spawn_local(follow(log.clone(), Offset(from), Offset(to))));
+            for t in tasks {
+                t.await.map_err(|e| anyhow::anyhow!("appending: {e}"))?;
+            }
+            if let Some(reader) = reader {
+                reader.await?;
+            }
+            Ok(started.elapsed().as_secs_f64())
+        };
+        let (raw, slice_seconds) = beside(root, slice_bytes, synced, round, slice).await?;
+        raws.push(raw);
+        seconds += slice_seconds;
     }
     log.close().await.map_err(engine)?;
     Ok((join_raws(raws), seconds))
@@ -347,15 +346,16 @@ fn join_raws(parts: Vec<Beside>) -> Beside {
 async fn beside<T>(
     dir: &Path,
     bytes: u64,
+    synced: bool,
     round: usize,
     phase: impl std::future::Future<Output = anyhow::Result<T>>,
 ) -> anyhow::Result<(Beside, T)> {
     if round % 2 == 1 {
-        let disk = measure_raw(dir, bytes, false)?;
+        let disk = measure_raw(dir, bytes, synced)?;
         Ok((disk, phase.await?))
     } else {
         let out = phase.await?;
-        Ok((measure_raw(dir, bytes, false)?, out))
+        Ok((measure_raw(dir, bytes, synced)?, out))
     }
 }
 
@@ -462,7 +462,7 @@ fn round(args: &EngineBenchArgs, round: usize) -> anyhow::Result<Vec<(DiskBaseli
                 "round {round}: reading the log of {batch_bytes}-byte batches back, beside the raw disk..."
             );
             let phase = read_phase(&log_dir, readers, cache_bytes);
-            let (raw, (read_bytes, seconds)) = beside(&root, bytes, round, phase).await?;
+            let (raw, (read_bytes, seconds)) = beside(&root, bytes, false, round, phase).await?;
             let disk = raw.disk;
             let mb_per_s = read_bytes as f64 / 1e6 / seconds;
             let fraction_of_disk = mb_per_s / disk.read_mb_per_s;
