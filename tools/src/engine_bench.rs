@@ -155,8 +155,8 @@ struct Shape {
 
 /// Appends `bytes_total` of `batch` in `shape.slices` parts, with the raw
 /// disk measured beside each part (see [`beside`]): before it in odd
-/// rounds, after it in even ones. Returns the joined baselines and the
-/// seconds the parts took, summed.
+/// rounds, after it in even ones. Returns the joined baselines, the bytes
+/// appended (whole groups) and the seconds the parts took, summed.
 async fn append_phase(
     dir: &Path,
     batch: &Bytes,
@@ -164,7 +164,7 @@ async fn append_phase(
     durability: Durability,
     shape: Shape,
     (root, round): (&Path, usize),
-) -> anyhow::Result<(Beside, f64)> {
+) -> anyhow::Result<(Beside, u64, f64)> {
     let log = open_log(dir, shape.cache_bytes).await?;
     let group: Vec<Bytes> = (0..(shape.group_bytes / batch.len()).max(1))
         .map(|_| batch.clone())
@@ -217,7 +217,7 @@ async fn append_phase(
         seconds += slice_seconds;
     }
     log.close().await.map_err(engine)?;
-    Ok((join_raws(raws), seconds))
+    Ok((join_raws(raws), groups_total * group_bytes, seconds))
 }
 
 /// The offset after the last batch of a read.
@@ -427,12 +427,9 @@ fn round(args: &EngineBenchArgs, round: usize) -> anyhow::Result<Vec<(DiskBaseli
                     "round {round}: appending {} MiB of {batch_bytes}-byte batches, {name}, beside the raw disk...",
                     bytes >> 20
                 );
-                let (raw, seconds) =
+                let (raw, written, seconds) =
                     append_phase(&dir, &batch, bytes, durability, shape, (&root, round)).await?;
                 let disk = raw.disk;
-                let group_bytes =
-                    (shape.group_bytes / batch.len()).max(1) as u64 * batch.len() as u64;
-                let written = bytes.div_ceil(group_bytes) * group_bytes;
                 let mb_per_s = written as f64 / 1e6 / seconds;
                 let fraction_of_disk = mb_per_s / disk.write_mb_per_s;
                 phases.push((
@@ -631,7 +628,7 @@ pub fn run(args: &EngineBenchArgs) -> anyhow::Result<()> {
             "cache_bytes": cache_bytes(args),
             "io_memory_bytes": io_memory(args),
             "tail_reader": args.tail_reader,
-            "slices": args.slices,
+            "slices": args.slices.max(1),
             "summary": summary,
             "rounds": rounds,
         });
