@@ -3,10 +3,12 @@
 //! A [`Log`] is a directory of segment files named by their base offset
 //! (`00000000000000000000.log`), each holding Kafka RecordBatch v2 bytes exactly
 //! as the producer sent them, with the base offset and partition leader epoch
-//! filled in by the engine. Segments are written with direct I/O through
-//! glommio; a sparse offset index and time index per segment (in memory, and
+//! filled in by the engine. Segments are opened, read and written with
+//! direct I/O, in buffers from glommio's allocator; a sparse offset index and time index per segment (in memory, and
 //! in `.index` / `.timeindex` files once the segment is closed) lead a read to
-//! the right block without scanning the segment. Recently written batches are
+//! the right block without scanning the segment. The writes and syncs of
+//! active segments go to the kernel at once on the engine's own io_uring
+//! ring ([`IoRing`]), not at glommio's next poll. Recently written batches are
 //! also kept in a bounded tail cache. Retention deletes whole closed
 //! segments; compaction rewrites closed segments through a caller-supplied
 //! record codec.
@@ -14,7 +16,8 @@
 //! Invariants:
 //! * the engine never opens a socket and reads no configuration of its own:
 //!   the caller passes a [`LogConfig`]; the only tasks it spawns are its
-//!   segment writes, each ending with its write, on the caller's task queue;
+//!   segment writes and syncs, each ending with its I/O, and one task per
+//!   [`IoRing`] reaping their completions, on the caller's task queue;
 //! * offsets are dense and increasing: every stored batch starts where the
 //!   previous one ended;
 //! * a batch is visible to readers (below the high watermark) only once its
@@ -33,6 +36,7 @@ mod index;
 mod log;
 mod pipeline;
 mod recovery;
+mod ring;
 mod segment;
 mod signal;
 
@@ -45,6 +49,7 @@ pub use log::{
     AppendOutcome, CleanupPolicy, Clock, Durability, Log, LogConfig, LogContext, OpenReport,
     ReadOutcome, RetentionOutcome, SystemClock, TimestampLookup,
 };
+pub use ring::IoRing;
 pub use signal::Signal;
 
 /// A Kafka record offset within one partition.

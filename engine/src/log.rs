@@ -42,6 +42,7 @@ use crate::checkpoint;
 use crate::error::{Error, Result};
 use crate::pipeline::{Pipeline, WRITE_PIECE_BYTES};
 use crate::recovery;
+use crate::ring::IoRing;
 use crate::segment::{self, Segment, CLEANED_EXT, INDEX_EXT, LOG_EXT, TIME_INDEX_EXT};
 use crate::signal::Signal;
 use crate::{FilePos, LeaderEpoch, Offset};
@@ -162,6 +163,8 @@ impl Clock for SystemClock {
 pub struct LogContext {
     pub clock: Rc<dyn Clock>,
     pub cache_budget: Rc<TailCacheBudget>,
+    /// Carries the writes and syncs of active segments; one per executor.
+    pub io_ring: Rc<IoRing>,
 }
 
 impl Default for LogContext {
@@ -169,6 +172,7 @@ impl Default for LogContext {
         LogContext {
             clock: Rc::new(SystemClock),
             cache_budget: Rc::new(TailCacheBudget::new(64 << 20)),
+            io_ring: Rc::default(),
         }
     }
 }
@@ -920,8 +924,9 @@ impl Log {
         self.launch(file.clone(), w.id, w.pos, buf);
     }
 
-    /// Starts a planned write as a task of its own, so that no cancelled
-    /// append can strand it; it completes through [`complete_write`].
+    /// Starts a planned write on the I/O ring, and a task of its own that
+    /// waits for it, so that no cancelled append can strand it; it
+    /// completes through [`complete_write`].
     fn launch(&self, file: Rc<DmaFile>, id: u64, pos: u64, buf: glommio::io::DmaBuffer) {
         let len = buf.len();
         let state = self.state.clone();
@@ -929,9 +934,14 @@ impl Log {
         let context = self.context.clone();
         let interval = self.config().index_interval_bytes;
         let dir = self.dir.clone();
+        let completion = self.context.io_ring.write(&file, buf, pos);
         glommio::spawn_local(async move {
-            let ok = match file.write_at(buf, pos).await {
-                Ok(n) if n >= len => true,
+            // glommio polls a spawned task at once, inside the caller's
+            // borrow of the state, and the write may have completed by
+            // then: the outcome is recorded from the run queue instead.
+            futures_lite::future::yield_now().await;
+            let ok = match completion.await {
+                Ok(n) if n as usize >= len => true,
                 Ok(n) => {
                     tracing::error!(dir = %dir.display(), pos, "short segment write: {n} of {len} bytes");
                     false
@@ -978,18 +988,20 @@ impl Log {
         }
     }
 
-    /// Starts an `fdatasync` of the active segment as a task of its own, so
-    /// that no cancelled append can strand the appends waiting for it.
+    /// Starts an `fdatasync` of the active segment on the I/O ring, and a
+    /// task of its own that waits for it, so that no cancelled append can
+    /// strand the appends waiting for it.
     fn launch_sync(&self, file: Rc<DmaFile>, target: Offset) {
         let state = self.state.clone();
         let synced = self.synced.clone();
         let dir = self.dir.clone();
+        let completion = self.context.io_ring.fdatasync(&file);
         glommio::spawn_local(async move {
-            let outcome = file.fdatasync().await;
+            let outcome = completion.await;
             let mut st = state.borrow_mut();
             st.syncs_in_flight -= 1;
             match outcome {
-                Ok(()) => {
+                Ok(_) => {
                     st.synced_offset = st.synced_offset.max(target);
                     if st.synced_offset == st.written_offset {
                         st.unsynced_since_ms = None;

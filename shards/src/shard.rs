@@ -75,6 +75,7 @@ impl Shard {
             cache_budget: Rc::new(TailCacheBudget::new(
                 config.tail_cache_bytes / shard_count.max(1),
             )),
+            io_ring: Rc::default(),
         };
         Shard {
             id,

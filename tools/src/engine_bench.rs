@@ -136,6 +136,7 @@ async fn open_log(dir: &Path, cache_bytes: usize) -> anyhow::Result<Rc<Log>> {
     let context = LogContext {
         clock: Rc::new(SystemClock),
         cache_budget: Rc::new(TailCacheBudget::new(cache_bytes)),
+        io_ring: Rc::default(),
     };
     let log = Log::open(dir.to_path_buf(), LogConfig::default(), context)
         .await

@@ -33,6 +33,7 @@ async fn open_with(dir: &Path, config: LogConfig, clock: Rc<TestClock>) -> Log {
         LogContext {
             clock,
             cache_budget: Rc::new(TailCacheBudget::new(1 << 20)),
+            io_ring: Rc::default(),
         },
     )
     .await
