@@ -18,7 +18,9 @@
 //!   kernel has completed it, so dropping a waiter never frees memory or
 //!   closes a descriptor the kernel still uses;
 //! * every operation started is submitted by the call that starts it, or
-//!   fails there; none is left queued for a later call to carry.
+//!   that call fails it; an entry whose submission failed may still reach
+//!   the kernel with a later one, so its buffer and file stay held, as if
+//!   it were in flight.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
