@@ -4,14 +4,14 @@
 //! (`00000000000000000000.log`), each holding Kafka RecordBatch v2 bytes exactly
 //! as the producer sent them, with the base offset and partition leader epoch
 //! filled in by the engine. Segments are opened, read and written with
-//! direct I/O, in buffers from glommio's allocator; a sparse offset index and time index per segment (in memory, and
-//! in `.index` / `.timeindex` files once the segment is closed) lead a read to
-//! the right block without scanning the segment. The writes and syncs of
-//! active segments go to the kernel at once on the engine's own io_uring
-//! ring ([`IoRing`]), not at glommio's next poll. Recently written batches are
-//! also kept in a bounded tail cache. Retention deletes whole closed
-//! segments; compaction rewrites closed segments through a caller-supplied
-//! record codec.
+//! direct I/O, in buffers from glommio's allocator; a sparse offset index
+//! and time index per segment (in memory, and in `.index` / `.timeindex`
+//! files once the segment is closed) lead a read to the right block without
+//! scanning the segment. The writes and syncs of active segments go to the
+//! kernel at once on the engine's own io_uring ring ([`IoRing`]), not at
+//! glommio's next poll. Recently written batches are also kept in a bounded
+//! tail cache. Retention deletes whole closed segments; compaction rewrites
+//! closed segments through a caller-supplied record codec.
 //!
 //! Invariants:
 //! * the engine never opens a socket and reads no configuration of its own:

@@ -218,7 +218,7 @@ impl IoRing {
         // owns and closes.
         let events = unsafe { BufferedFile::from_raw_fd(events.into_raw_fd()) };
         let ring = Rc::downgrade(self);
-        glommio::spawn_local(reap(ring, events)).detach();
+        glommio::spawn_local(reaper(ring, events)).detach();
         self.reaper_executor.set(Some(executor));
         Ok(())
     }
@@ -287,7 +287,7 @@ fn collect(ring: &mut Uring) -> Vec<Waker> {
 
 /// The reaper: waits for the eventfd and collects completions, until the
 /// ring is gone.
-async fn reap(ring: Weak<IoRing>, events: BufferedFile) {
+async fn reaper(ring: Weak<IoRing>, events: BufferedFile) {
     let mut eventfd_works = true;
     loop {
         match ring.upgrade() {
@@ -470,7 +470,10 @@ mod tests {
                 .expect_err("a write to a read-only file fails");
             assert_eq!(err.raw_os_error(), Some(libc::EBADF));
             // The ring goes on working after a failure.
-            let n = ring.fdatasync(&file).await.expect("sync of a read-only file");
+            let n = ring
+                .fdatasync(&file)
+                .await
+                .expect("sync of a read-only file");
             assert_eq!(n, 0);
         });
     }
