@@ -263,7 +263,6 @@ impl Uring {
 /// their waiters.
 fn collect(ring: &mut Uring) -> Vec<Waker> {
     let mut wakers = Vec::new();
-    let mut freed = Vec::new();
     for cqe in ring.uring.completion() {
         ring.in_flight -= 1;
         let slot = cqe.user_data() as usize;
@@ -273,14 +272,11 @@ fn collect(ring: &mut Uring) -> Vec<Waker> {
         assert!(op.result.is_none(), "an operation completes once");
         op.result = Some(cqe.result());
         if op.abandoned {
-            freed.push(slot);
+            ring.slots[slot] = None;
+            ring.free.push(slot);
         } else if let Some(w) = op.waker.take() {
             wakers.push(w);
         }
-    }
-    for slot in freed {
-        ring.slots[slot] = None;
-        ring.free.push(slot);
     }
     wakers
 }
