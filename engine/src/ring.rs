@@ -239,6 +239,12 @@ impl IoRing {
 }
 
 impl Uring {
+    /// Frees a slot whose operation has completed, for the next one.
+    fn release(&mut self, slot: usize) {
+        self.slots[slot] = None;
+        self.free.push(slot);
+    }
+
     fn new() -> io::Result<Uring> {
         let uring = IoUring::new(RING_ENTRIES)?;
         // SAFETY: eventfd has no memory arguments; the result is checked.
@@ -272,6 +278,7 @@ fn collect(ring: &mut Uring) -> Vec<Waker> {
         assert!(op.result.is_none(), "an operation completes once");
         op.result = Some(cqe.result());
         if op.abandoned {
+            // `release`, by field: the completion queue is borrowed.
             ring.slots[slot] = None;
             ring.free.push(slot);
         } else if let Some(w) = op.waker.take() {
@@ -338,8 +345,7 @@ impl Future for Completion {
             .expect("a waiting operation holds its slot");
         match op.result {
             Some(res) => {
-                ring.slots[slot] = None;
-                ring.free.push(slot);
+                ring.release(slot);
                 drop(guard);
                 self.state = CompletionState::Done;
                 Poll::Ready(if res < 0 {
@@ -367,8 +373,7 @@ impl Drop for Completion {
             .as_mut()
             .expect("a waiting operation holds its slot");
         if op.result.is_some() {
-            ring.slots[slot] = None;
-            ring.free.push(slot);
+            ring.release(slot);
         } else {
             op.abandoned = true;
             op.waker = None;
